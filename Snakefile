@@ -1,0 +1,23 @@
+# The Sherlock workflow (Ding & Zhang, NeurIPS 2025) as one Snakemake DAG of file targets.
+#   snakemake --cores all sft          build Stage I (R0 → sherlock_sft.json → Sherlock-SFT)
+#   snakemake -n sft                   show the plan without running anything
+#   snakemake --configfile config/presets/paper_llama32v.yaml ...   the paper's recipe
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/base.smk"
+include: "rules/sft.smk"
+
+
+rule all:
+    """The furthest stage built so far: Stage I (the Sherlock-SFT checkpoint)."""
+    default_target: True
+    input:
+        rules.sft.output.model,

@@ -1,0 +1,27 @@
+# The base model: a local folder or hub id from config, or the tiny Qwen2-VL built on the spot.
+
+
+rule tiny_model:
+    """A random-initialised tiny Qwen2-VL with a BPE tokenizer trained on the synthetic corpus."""
+    input:
+        corpus=rules.synthetic_data.output.train,
+    output:
+        model=directory(res("models", "base")),
+    params:
+        script=script("build_tiny_model"),
+        seed=config["seed"],
+        image_size=config["synthetic"]["image_size"],
+        size=config["tiny_model"],
+    log:
+        log_file("tiny_model"),
+    benchmark:
+        benchmark_file("tiny_model")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --corpus {input.corpus} --out-dir {output.model}"
+        " --seed {params.seed} --image-size {params.image_size}"
+        " --vocab-size {params.size[vocab_size]} --hidden-size {params.size[hidden_size]}"
+        " --num-layers {params.size[num_layers]} --num-heads {params.size[num_heads]}"
+        " --vision-depth {params.size[vision_depth]}"
+        " --vision-embed-dim {params.size[vision_embed_dim]} > {log} 2>&1"

@@ -1,0 +1,86 @@
+# Config validation, path helpers and resource tags shared by every rule.
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)  # the `sherlock` package, installed or not
+
+from sherlock.config import ConfigError, merged, put_interpreter_on_path, validate_config
+
+try:
+    validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+RESULTS = config["results_dir"]
+ITERATIONS = list(range(1, config["online"]["iterations"] + 1))
+TINY_BASE = config["base_model"]["path"] == "tiny"
+SYNTHETIC = config["source"]["format"] == "synthetic"
+
+
+wildcard_constraints:
+    k=r"\d+",
+
+
+def res(*parts):
+    """A path under this run's results folder."""
+    return os.path.join(RESULTS, *parts)
+
+
+def log_file(rule_name):
+    return res("logs", f"{rule_name}.log")
+
+
+def benchmark_file(rule_name):
+    return res("benchmarks", f"{rule_name}.tsv")
+
+
+# Jobs call `python`: inside a conda env (--sdm conda) that is the env's interpreter; otherwise
+# it must be the one running Snakemake (a venv that was never activated included), so its folder
+# goes first on the PATH the jobs inherit. Commands stay free of machine-specific paths.
+put_interpreter_on_path()
+
+
+def script(name):
+    """A workflow script, as a path relative to the working directory when possible."""
+    path = Path(workflow.basedir) / "workflow_scripts" / f"{name}.py"
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def job_resources(kind):
+    """Resource tags of a job kind ('train' or 'generate') from config."""
+    spec = config["resources"][kind]
+    tags = {"gpu": spec["gpu"], "mem_mb": spec["mem_mb"], "runtime": spec["runtime"],
+            "cpus_per_task": spec["cpus_per_task"]}
+    if spec.get("slurm_partition"):
+        tags["slurm_partition"] = spec["slurm_partition"]
+    return tags
+
+
+def base_model_path():
+    return res("models", "base") if TINY_BASE else config["base_model"]["path"]
+
+
+def base_model_input():
+    """The base model as a file dependency when it is built here or is a local folder."""
+    if TINY_BASE:
+        return res("models", "base")
+    path = config["base_model"]["path"]
+    return path if os.path.isdir(path) else []
+
+
+def sft_hparams(run):
+    return merged(config["sft"]["common"], config["sft"][run])
+
+
+def source_file():
+    """The source data file: the synthetic set built here, or the user's file."""
+    return res("synthetic", "train.jsonl") if SYNTHETIC else config["source"]["path"]
+
+
+def source_image_root(source):
+    return os.path.dirname(source) if SYNTHETIC else config["source"]["image_root"]

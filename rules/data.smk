@@ -1,0 +1,80 @@
+# Source data → validated records → D_A / D_B / pool_k splits; the synthetic default dataset.
+
+rule synthetic_data:
+    """The embedded default dataset: coloured shapes in the LLaVA-CoT JSONL format."""
+    output:
+        train=res("synthetic", "train.jsonl"),
+        test=res("synthetic", "test.jsonl"),
+        images=directory(res("synthetic", "images")),
+    params:
+        script=script("build_synthetic"),
+        n_train=config["synthetic"]["n_train"],
+        n_test=config["synthetic"]["n_test"],
+        image_size=config["synthetic"]["image_size"],
+        seed=config["seed"],
+        out_dir=lambda wildcards, output: os.path.dirname(output.train),
+    log:
+        log_file("synthetic_data"),
+    benchmark:
+        benchmark_file("synthetic_data")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --out-dir {params.out_dir}"
+        " --n-train {params.n_train} --n-test {params.n_test}"
+        " --image-size {params.image_size} --seed {params.seed} > {log} 2>&1"
+
+
+rule source_records:
+    """Read and validate the source; invalid records go to rejects.jsonl with their reason."""
+    input:
+        source=source_file(),
+    output:
+        records=res("data", "records.jsonl"),
+        rejects=res("data", "rejects.jsonl"),
+        summary=res("data", "source_summary.json"),
+    params:
+        script=script("prepare_records"),
+        format="llava_cot" if SYNTHETIC else config["source"]["format"],
+        image_root=lambda wildcards, input: source_image_root(input.source),
+        max_invalid_fraction=config["source"]["max_invalid_fraction"],
+    log:
+        log_file("source_records"),
+    benchmark:
+        benchmark_file("source_records")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --source {input.source} --format {params.format}"
+        " --image-root {params.image_root}"
+        " --max-invalid-fraction {params.max_invalid_fraction}"
+        " --records {output.records} --rejects {output.rejects} --summary {output.summary}"
+        " 2>&1 | tee {log}"
+
+
+rule splits:
+    """Seeded, pairwise-disjoint D_A, D_B and one unlabeled pool per online iteration."""
+    input:
+        records=rules.source_records.output.records,
+    output:
+        d_a=res("data", "D_A.json"),
+        d_b=res("data", "D_B.json"),
+        pools=expand(res("data", "pool_{k}.json"), k=ITERATIONS),
+    params:
+        script=script("make_splits"),
+        d_a=config["splits"]["d_a"],
+        d_b=config["splits"]["d_b"],
+        pool=config["splits"]["pool"],
+        iterations=config["online"]["iterations"],
+        seed=config["seed"],
+        pool_pattern=lambda wildcards: res("data", "pool_{k}.json"),
+    log:
+        log_file("splits"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --records {input.records}"
+        " --d-a {params.d_a} --d-b {params.d_b} --pool {params.pool}"
+        " --iterations {params.iterations} --seed {params.seed}"
+        " --out-d-a {output.d_a} --out-d-b {output.d_b} --pool-pattern '{params.pool_pattern}'"
+        " 2>&1 | tee {log}"

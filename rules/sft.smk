@@ -1,0 +1,135 @@
+# Stage I (METHOD.md §3): R0 on D_A → sherlock_sft.json from R0's own answers → Sherlock-SFT.
+
+
+rule r0_config:
+    """LLaMA-Factory YAML and dataset_info.json of the R0 run (full SFT of the base on D_A)."""
+    input:
+        data=rules.splits.output.d_a,
+    output:
+        yaml=res("llamafactory", "r0", "train.yaml"),
+        info=res("llamafactory", "r0", "dataset_info.json"),
+    params:
+        script=script("render_llamafactory"),
+        model=base_model_path(),
+        template=config["base_model"]["template"],
+        hparams=json.dumps(sft_hparams("r0"), sort_keys=True),
+        seed=config["seed"],
+        scratch=res("models", "r0.partial"),
+    log:
+        log_file("r0_config"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --data {input.data} --name sherlock_d_a"
+        " --model {params.model:q} --template {params.template} --seed {params.seed}"
+        " --hparams {params.hparams:q} --output-dir {params.scratch}"
+        " --yaml {output.yaml} --info {output.info} > {log} 2>&1"
+
+
+rule r0:
+    """R0: the base model after full SFT on D_A."""
+    input:
+        yaml=rules.r0_config.output.yaml,
+        info=rules.r0_config.output.info,
+        data=rules.splits.output.d_a,
+        base=base_model_input(),
+    output:
+        model=directory(res("models", "r0")),
+    resources:
+        **job_resources("train"),
+    threads: config["resources"]["train"]["cpus_per_task"]
+    params:
+        script=script("train_llamafactory"),
+    log:
+        log_file("r0"),
+    benchmark:
+        benchmark_file("r0")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --yaml {input.yaml} --model-dir {output.model}"
+        " > {log} 2>&1"
+
+
+rule sherlock_sft_data:
+    """R0 answers every D_B question; two rows per record: (x → Y*) and (REFINE(x, y0) → Y*)."""
+    input:
+        model=rules.r0.output.model,
+        d_b=rules.splits.output.d_b,
+    output:
+        data=res("data", "sherlock_sft.json"),
+    params:
+        script=script("build_sherlock_sft"),
+        backend=config["generation"]["backend"],
+        batch_size=config["generation"]["batch_size"],
+        max_new_tokens=config["generation"]["max_new_tokens"],
+        dtype=config["generation"]["dtype"],
+        temperature=config["generation"]["sherlock_sft"]["temperature"],
+        top_p=config["generation"]["sherlock_sft"]["top_p"],
+        seed=config["seed"],
+        refine=f"--refine-prompt {config['prompts']['refine']}" if config["prompts"]["refine"] else "",
+    resources:
+        **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
+    log:
+        log_file("sherlock_sft_data"),
+    benchmark:
+        benchmark_file("sherlock_sft_data")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --model {input.model} --d-b {input.d_b}"
+        " --backend {params.backend} --batch-size {params.batch_size}"
+        " --max-new-tokens {params.max_new_tokens} --dtype {params.dtype}"
+        " --temperature {params.temperature} --top-p {params.top_p} --seed {params.seed}"
+        " {params.refine} --output {output.data} > {log} 2>&1"
+
+
+rule sft_config:
+    """LLaMA-Factory YAML and dataset_info.json of Sherlock-SFT (from the base model)."""
+    input:
+        data=rules.sherlock_sft_data.output.data,
+    output:
+        yaml=res("llamafactory", "sft", "train.yaml"),
+        info=res("llamafactory", "sft", "dataset_info.json"),
+    params:
+        script=script("render_llamafactory"),
+        model=base_model_path(),
+        template=config["base_model"]["template"],
+        hparams=json.dumps(sft_hparams("sherlock_sft"), sort_keys=True),
+        seed=config["seed"],
+        scratch=res("models", "sft.partial"),
+    log:
+        log_file("sft_config"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --data {input.data} --name sherlock_sft"
+        " --model {params.model:q} --template {params.template} --seed {params.seed}"
+        " --hparams {params.hparams:q} --output-dir {params.scratch}"
+        " --yaml {output.yaml} --info {output.info} > {log} 2>&1"
+
+
+rule sft:
+    """Sherlock-SFT: the base model after full SFT on sherlock_sft.json."""
+    input:
+        yaml=rules.sft_config.output.yaml,
+        info=rules.sft_config.output.info,
+        data=rules.sherlock_sft_data.output.data,
+        base=base_model_input(),
+    output:
+        model=directory(res("models", "sft")),
+    resources:
+        **job_resources("train"),
+    threads: config["resources"]["train"]["cpus_per_task"]
+    params:
+        script=script("train_llamafactory"),
+    log:
+        log_file("sft"),
+    benchmark:
+        benchmark_file("sft")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --yaml {input.yaml} --model-dir {output.model}"
+        " > {log} 2>&1"

@@ -1,0 +1,43 @@
+"""R0 answers every D_B question in batches; write sherlock_sft.json (2 rows per record)."""
+
+import argparse
+import json
+
+from sherlock.generation import GenerationRequest, SamplingParams, load_backend
+from sherlock.prompts import load_prompt
+from sherlock.sft_data import answer_stats, sherlock_sft_rows
+from sherlock.sharegpt import read_json, sft_row_to_record, write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--d-b", required=True)
+    parser.add_argument("--backend", default="transformers")
+    parser.add_argument("--batch-size", type=int, required=True)
+    parser.add_argument("--max-new-tokens", type=int, required=True)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--temperature", type=float, required=True)
+    parser.add_argument("--top-p", type=float, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+
+    d_b = [sft_row_to_record(row, origin=args.d_b) for row in read_json(args.d_b)]
+    backend = load_backend(args.backend, args.model, batch_size=args.batch_size, dtype=args.dtype)
+    requests = [GenerationRequest(key=r.id, image=r.image, user_text=r.question) for r in d_b]
+    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    answers = dict(zip([r.id for r in d_b], backend.generate(requests, sampling), strict=True))
+    rows = sherlock_sft_rows(d_b, answers, load_prompt("refine", args.refine_prompt), args.model)
+    write_json(args.output, rows)
+    stats = answer_stats(d_b, answers)
+    print(f"sherlock_sft: {len(d_b)} D_B records -> {len(rows)} rows; R0 answers with a "
+          f"CONCLUSION {stats['with_conclusion']}/{stats['records']}, "
+          f"matching the annotation {stats['correct']}/{stats['records']}")
+    print(json.dumps(stats))
+
+
+if __name__ == "__main__":
+    main()

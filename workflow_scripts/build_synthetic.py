@@ -1,0 +1,23 @@
+"""Build the embedded synthetic dataset (LLaVA-CoT JSONL + PNG images)."""
+
+import argparse
+from pathlib import Path
+
+from sherlock.synthetic import build_synthetic_dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--n-train", type=int, required=True)
+    parser.add_argument("--n-test", type=int, required=True)
+    parser.add_argument("--image-size", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args()
+    counts = build_synthetic_dataset(Path(args.out_dir), args.n_train, args.n_test,
+                                     args.image_size, args.seed)
+    print(f"synthetic dataset in {args.out_dir}: {counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Build the tiny random-initialised Qwen2-VL (and its tokenizer) as a Hugging Face folder."""
+
+import argparse
+from pathlib import Path
+
+from sherlock.tiny_model import build_tiny_vlm, corpus_from_jsonl
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--corpus", required=True, nargs="+", help="LLaVA-CoT JSONL files")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--image-size", type=int, required=True)
+    parser.add_argument("--vocab-size", type=int, required=True)
+    parser.add_argument("--hidden-size", type=int, required=True)
+    parser.add_argument("--num-layers", type=int, required=True)
+    parser.add_argument("--num-heads", type=int, required=True)
+    parser.add_argument("--vision-depth", type=int, required=True)
+    parser.add_argument("--vision-embed-dim", type=int, required=True)
+    args = parser.parse_args()
+    info = build_tiny_vlm(
+        Path(args.out_dir), corpus_from_jsonl([Path(p) for p in args.corpus]), seed=args.seed,
+        image_size=args.image_size, vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+        num_layers=args.num_layers, num_heads=args.num_heads, vision_depth=args.vision_depth,
+        vision_embed_dim=args.vision_embed_dim)
+    print(f"tiny model in {args.out_dir}: {info}")
+
+
+if __name__ == "__main__":
+    main()
