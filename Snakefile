@@ -2,12 +2,15 @@
 #   snakemake --cores all sft          build Stage I (R0 → sherlock_sft.json → Sherlock-SFT)
 #   snakemake -n sft                   show the plan without running anything
 #   snakemake --configfile config/presets/paper_llama32v.yaml ...   the paper's recipe
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default; presets given with --configfile are laid over it.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "rules/common.smk"

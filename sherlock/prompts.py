@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from importlib import resources
 from pathlib import Path
 
+_PROMPTS = Path(__file__).parent / "prompts"
 _SLOT = re.compile(r"\{Question\}|\{Example_Response\}")
 
 
@@ -13,7 +13,7 @@ def load_prompt(name: str, override: str | None = None) -> str:
     """The text of ``refine`` or ``consistency_judge``; ``override`` is a path to a custom file."""
     if override:
         return Path(override).read_text(encoding="utf-8")
-    return resources.files("sherlock").joinpath("prompts", f"{name}.txt").read_text("utf-8")
+    return (_PROMPTS / f"{name}.txt").read_text(encoding="utf-8")
 
 
 def refine_prompt(template: str, question: str, response: str) -> str:

@@ -4,8 +4,9 @@ Two source forms are read:
 
 * ``llava_cot``: LLaVA-CoT-100k's ``train.jsonl``; one JSON object per line with ``id``,
   ``image`` (relative to an image root) and ``conversations``.
-* ``sharegpt``: a JSON list of ``{"conversations": [...], "images": [path]}`` objects (LLaMA-Factory's
-  ``sharegpt`` formatting); ``id`` is optional and defaults to ``<file stem>-<index>``.
+* ``sharegpt``: a JSON list of ``{"conversations": [...], "images": [path]}`` objects
+  (LLaMA-Factory's ``sharegpt`` formatting); ``id`` is optional and defaults to
+  ``<file stem>-<index>``.
 
 A canonical record keeps the last human turn (the question, without its ``<image>`` token) and the
 last answer. Every record that fails a check goes to the rejects file with file, record number, id,
@@ -72,7 +73,8 @@ def _raw_sharegpt(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise SourceDataError(f"{path}: invalid JSON: {error.msg} at line {error.lineno}") from error
+        raise SourceDataError(
+            f"{path}: invalid JSON: {error.msg} at line {error.lineno}") from error
     if not isinstance(data, list):
         raise SourceDataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     for index, item in enumerate(data):
@@ -224,7 +226,8 @@ def load_records(path: str | Path, form: str, image_root: str | Path,
     return LoadResult(records, rejects, read)
 
 
-def check_invalid_fraction(result: LoadResult, max_invalid_fraction: float, rejects_path: str) -> None:
+def check_invalid_fraction(result: LoadResult, max_invalid_fraction: float,
+                           rejects_path: str) -> None:
     """Stop the run when too much of the source is invalid; the rejects file says why."""
     if result.read == 0:
         raise SourceDataError("the source file holds no records")

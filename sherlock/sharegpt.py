@@ -40,7 +40,8 @@ def sft_row_to_record(row: dict, origin: str = "dataset") -> Record:
         return Record(str(row["id"]), images[0], strip_image_token(turns[0]["value"]),
                       turns[-1]["value"])
     except (KeyError, IndexError, TypeError) as error:
-        raise SourceDataError(f"{origin}: row {row.get('id', '?')} is not an SFT row: {error!r}")
+        raise SourceDataError(
+            f"{origin}: row {row.get('id', '?')} is not an SFT row: {error!r}") from error
 
 
 def write_json(path: str | Path, rows: list[dict]) -> None:

@@ -30,8 +30,9 @@ def main() -> None:
     for k, pool in enumerate(splits.pools, start=1):
         write_json(args.pool_pattern.format(k=k), [prompt_row(r.id, r.question, r.image)
                                                    for r in pool])
+    used = len(splits.d_a) + len(splits.d_b) + sum(len(p) for p in splits.pools)
     print(f"splits from {len(records)} records: D_A {len(splits.d_a)}, D_B {len(splits.d_b)}, "
-          f"pools {[len(p) for p in splits.pools]}, {len(records) - sum(map(len, [splits.d_a, splits.d_b, *splits.pools]))} unused")
+          f"pools {[len(p) for p in splits.pools]}, {len(records) - used} unused")
 
 
 if __name__ == "__main__":
