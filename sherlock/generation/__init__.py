@@ -1,0 +1,19 @@
+"""Generation backends: a common interface (``base``) and its implementations (``hf``, ...)."""
+
+from sherlock.generation.base import (
+    BACKENDS,
+    GenerationBackend,
+    GenerationRequest,
+    SamplingParams,
+    cut_continuation,
+    load_backend,
+)
+
+__all__ = [
+    "BACKENDS",
+    "GenerationBackend",
+    "GenerationRequest",
+    "SamplingParams",
+    "cut_continuation",
+    "load_backend",
+]

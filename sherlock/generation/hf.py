@@ -1,0 +1,171 @@
+"""Generation with transformers: the CPU / small-run backend.
+
+Requests are answered in batches of ``batch_size`` in the order given. Prompts are rendered by
+``sherlock.chat.render_prompt`` and LEFT padded, so every sequence ends where its generation
+starts and a request's output does not depend on its batch-mates. Sampling is exactly what
+``SamplingParams`` says (temperature, top_p; no top-k, no repetition penalty from the model's
+generation config) and batch ``b`` is seeded with ``seed + b``, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from sherlock.chat import render_prompt
+from sherlock.generation.base import (
+    GenerationBackend,
+    GenerationRequest,
+    SamplingParams,
+    cut_continuation,
+)
+from sherlock.response import CONCLUSION_END
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"``: bfloat16 on a GPU that supports it, float32 otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        known = ", ".join(["auto", *sorted(_DTYPES)])
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {known}") from None
+
+
+def load_image(path: str) -> Image.Image:
+    """An RGB image from a file (read eagerly so the file handle is closed)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+class TransformersBackend(GenerationBackend):
+    """Batched generation with ``AutoModelForImageTextToText`` + ``AutoProcessor``."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        batch_size: int = 8,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_path = str(model_path)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.processor = AutoProcessor.from_pretrained(self.model_path)
+        self.tokenizer = self.processor.tokenizer
+        # Left padding: generation appends at the right end of every row.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.eos_token_ids = self._eos_token_ids()
+
+    def _eos_token_ids(self) -> list[int]:
+        """The tokenizer's eos and the model's generation eos ids (e.g. ``<|im_end|>``)."""
+        ids: list[int] = []
+        configured = self.model.generation_config.eos_token_id
+        if configured is not None:
+            ids += configured if isinstance(configured, list) else [configured]
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return sorted(set(ids))
+
+    def _encode(self, batch: Sequence[GenerationRequest]) -> dict[str, Any]:
+        prompts = [render_prompt(self.processor, r.user_text, r.assistant_prefix) for r in batch]
+        bos = self.tokenizer.bos_token
+        # A template that writes the bos itself (Llama 3) must not get a second one.
+        add_special = not (bos and all(p.startswith(bos) for p in prompts))
+        inputs = self.processor(
+            text=prompts,
+            images=[load_image(r.image) for r in batch],
+            padding=True,
+            padding_side="left",
+            add_special_tokens=add_special,
+            return_tensors="pt",
+        )
+        return {
+            k: v.to(self.device, dtype=self.dtype) if v.is_floating_point() else v.to(self.device)
+            for k, v in inputs.items()
+        }
+
+    def _sampling_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "eos_token_id": self.eos_token_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "stop_strings": [CONCLUSION_END],
+            "tokenizer": self.tokenizer,
+            "repetition_penalty": 1.0,
+        }
+        if sampling.temperature > 0:
+            kwargs.update(
+                do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0
+            )
+        else:
+            # Unset the sampling knobs a model's generation config may carry (Qwen's has some).
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    @torch.inference_mode()
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingParams
+    ) -> list[str]:
+        kwargs = self._sampling_kwargs(sampling)
+        batches = [
+            requests[start : start + self.batch_size]
+            for start in range(0, len(requests), self.batch_size)
+        ]
+        outputs: list[str] = []
+        bar = tqdm(
+            total=len(requests),
+            desc="generate",
+            unit="req",
+            file=sys.stderr,
+            disable=not self.progress or not requests,
+        )
+        for index, batch in enumerate(batches):
+            inputs = self._encode(batch)
+            torch.manual_seed(sampling.seed + index)
+            generated = self.model.generate(**inputs, **kwargs)
+            new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+            texts = self.tokenizer.batch_decode(
+                new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            outputs += [
+                cut_continuation(r.assistant_prefix, text)
+                for r, text in zip(batch, texts, strict=True)
+            ]
+            bar.update(len(batch))
+        bar.close()
+        return outputs

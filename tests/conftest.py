@@ -1,0 +1,55 @@
+"""Shared fixtures: a small synthetic dataset and a tiny Qwen2-VL built from it (once a session)."""
+
+from __future__ import annotations
+
+import os
+
+# Tests never touch the network: set before transformers / huggingface_hub read them.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+IMAGE_SIZE = 56
+SEED = 7
+
+
+@pytest.fixture(scope="session")
+def image_size() -> int:
+    return IMAGE_SIZE
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sherlock.synthetic import build_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    build_synthetic_dataset(out, n_train=40, n_test=12, image_size=IMAGE_SIZE, seed=SEED)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path) -> tuple[Path, dict]:
+    """The tiny model folder and the summary ``build_tiny_vlm`` returned."""
+    from sherlock.tiny_model import build_tiny_vlm, corpus_from_jsonl
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    corpus = corpus_from_jsonl([synthetic_dir / "train.jsonl"])
+    summary = build_tiny_vlm(out, corpus, seed=SEED, image_size=IMAGE_SIZE)
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model: tuple[Path, dict]) -> Path:
+    return tiny_model[0]
+
+
+@pytest.fixture(scope="session")
+def records(synthetic_dir: Path) -> list[dict]:
+    import json
+
+    lines = (synthetic_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
