@@ -1,5 +1,6 @@
 # The Sherlock workflow (Ding & Zhang, NeurIPS 2025) as one Snakemake DAG of file targets.
 #   snakemake --cores all sft          build Stage I (R0 → sherlock_sft.json → Sherlock-SFT)
+#   snakemake --cores all offline      build Stage II (offline_prefs.json → Offline)
 #   snakemake -n sft                   show the plan without running anything
 #   snakemake --configfile config/presets/paper_llama32v.yaml ...   the paper's recipe
 import os
@@ -17,10 +18,11 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sft.smk"
+include: "rules/offline.smk"
 
 
 rule all:
-    """The furthest stage built so far: Stage I (the Sherlock-SFT checkpoint)."""
+    """The furthest stage built so far: Stage II (the Offline checkpoint)."""
     default_target: True
     input:
-        rules.sft.output.model,
+        rules.offline.output.model,

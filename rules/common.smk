@@ -84,3 +84,17 @@ def source_file():
 
 def source_image_root(source):
     return os.path.dirname(source) if SYNTHETIC else config["source"]["image_root"]
+
+
+def offline_source_split():
+    """The annotated split the offline pairs come from (the paper re-uses D_A)."""
+    return res("data", "D_A.json" if config["offline"]["source_split"] == "d_a" else "D_B.json")
+
+
+def preference_hparams(stage):
+    return merged(config["preference"]["common"], config["preference"][stage])
+
+
+def refine_prompt_option():
+    refine = config["prompts"]["refine"]
+    return f"--refine-prompt {refine}" if refine else ""

@@ -67,7 +67,7 @@ rule sherlock_sft_data:
         temperature=config["generation"]["sherlock_sft"]["temperature"],
         top_p=config["generation"]["sherlock_sft"]["top_p"],
         seed=config["seed"],
-        refine=f"--refine-prompt {config['prompts']['refine']}" if config["prompts"]["refine"] else "",
+        refine=refine_prompt_option(),
     resources:
         **job_resources("generate"),
     threads: config["resources"]["generate"]["cpus_per_task"]

@@ -1,0 +1,85 @@
+# Stage II (METHOD.md §5): perturbed continuations of annotated answers → the Offline model.
+
+
+rule offline_prefs:
+    """Sherlock-SFT continues truncated annotated answers of D_A on perturbed images."""
+    input:
+        model=rules.sft.output.model,
+        data=offline_source_split(),
+    output:
+        data=res("data", "offline_prefs.json"),
+        summary=res("data", "offline_prefs_summary.yaml"),
+        images=directory(res("data", "offline_images")),
+    params:
+        script=script("build_offline_prefs"),
+        perturbation=json.dumps(config["perturbation"], sort_keys=True),
+        backend=config["generation"]["backend"],
+        batch_size=config["generation"]["batch_size"],
+        max_new_tokens=config["generation"]["max_new_tokens"],
+        dtype=config["generation"]["dtype"],
+        temperature=config["generation"]["continuation"]["temperature"],
+        top_p=config["generation"]["continuation"]["top_p"],
+        seed=config["seed"],
+    resources:
+        **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
+    log:
+        log_file("offline_prefs"),
+    benchmark:
+        benchmark_file("offline_prefs")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --model {input.model} --data {input.data}"
+        " --perturbation {params.perturbation:q} --backend {params.backend}"
+        " --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens}"
+        " --dtype {params.dtype} --temperature {params.temperature} --top-p {params.top_p}"
+        " --seed {params.seed} --image-dir {output.images} --output {output.data}"
+        " --summary {output.summary} > {log} 2>&1"
+
+
+rule offline_config:
+    """Run file of the Offline training: initialised from and referenced to Sherlock-SFT."""
+    input:
+        data=rules.offline_prefs.output.data,
+        model=rules.sft.output.model,
+    output:
+        run=res("runs", "offline", "train.yaml"),
+    params:
+        script=script("render_sherlock_run"),
+        hparams=json.dumps(preference_hparams("offline"), sort_keys=True),
+        perturbation=json.dumps(config["perturbation"], sort_keys=True),
+        refine=refine_prompt_option(),
+        seed=config["seed"],
+        scratch=res("models", "offline.partial"),
+    log:
+        log_file("offline_config"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --model {input.model} --data {input.data}"
+        " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
+        " --seed {params.seed} --output-dir {params.scratch} --run-file {output.run} > {log} 2>&1"
+
+
+rule offline:
+    """The Offline model (M_0): Sherlock preference training on offline_prefs.json."""
+    input:
+        run=rules.offline_config.output.run,
+        data=rules.offline_prefs.output.data,
+        model=rules.sft.output.model,
+    output:
+        model=directory(res("models", "offline")),
+    params:
+        script=script("train_sherlock"),
+    resources:
+        **job_resources("train"),
+    threads: config["resources"]["train"]["cpus_per_task"]
+    log:
+        log_file("offline"),
+    benchmark:
+        benchmark_file("offline")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} {input.run} --model-dir {output.model} > {log} 2>&1"

@@ -1,0 +1,91 @@
+"""Run one Sherlock preference training from a YAML file (what the Stage II/III rules render).
+
+    python workflow_scripts/train_sherlock.py run.yaml --model-dir results/models/offline
+    accelerate launch workflow_scripts/train_sherlock.py run.yaml --model-dir ...   # GPUs
+
+The YAML holds ``TrainingArguments``/``SherlockTrainingArguments`` keys (learning_rate,
+pref_beta, ...) plus the keys below, which are ours.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from sherlock.perturb import PerturbationConfig
+from sherlock.preference import load_preferences
+from sherlock.prompts import load_prompt
+from sherlock.trainer import (
+    PreferenceCollator,
+    PreferenceDataset,
+    SherlockTrainer,
+    SherlockTrainingArguments,
+)
+
+# Keys of the run file that are not TrainingArguments.
+RUN_KEYS = ("model_name_or_path", "dataset", "image_root", "refine_prompt", "perturbation",
+            "torch_dtype")
+
+
+def split_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], SherlockTrainingArguments]:
+    ours = {key: config.pop(key) for key in RUN_KEYS if key in config}
+    for key in ("model_name_or_path", "dataset", "output_dir"):
+        if key not in ours and key not in config:
+            raise ValueError(f"the run file lacks {key}")
+    try:
+        args = SherlockTrainingArguments(**config)
+    except TypeError as error:
+        raise ValueError(f"the run file has a key that is not a training argument: {error}") \
+            from None
+    if args.recipe not in ("reference", "paper"):
+        raise ValueError(f"recipe: expected reference or paper, got {args.recipe!r}")
+    return ours, args
+
+
+def perturbation_config(ours: dict[str, Any], args: SherlockTrainingArguments) -> PerturbationConfig:
+    """The recipe's constants, with β and β_r taken from the training arguments."""
+    section = json.loads(json.dumps(ours.get("perturbation") or {}))
+    section["recipe"] = args.recipe
+    section.setdefault("reference", {}).update(beta=args.pref_beta, beta_refine=args.pref_beta_refine)
+    section.setdefault("paper", {}).update(beta=args.pref_beta)
+    return PerturbationConfig.from_dict(section)
+
+
+def train_from_file(run_file: str | Path, model_dir: str | Path) -> dict[str, Any]:
+    """Train, save a complete Hugging Face folder with its processor, then move it into place."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
+    ours, args = split_run_config(config)
+    dtype = getattr(torch, ours.get("torch_dtype") or "float32")
+    model_path = ours["model_name_or_path"]
+    processor = AutoProcessor.from_pretrained(model_path)
+    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype)
+    reference = None
+    if not args.precompute_ref_log_probs:
+        reference = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype)
+    examples = load_preferences(ours["dataset"], ours.get("image_root") or ".")
+    dataset = PreferenceDataset(examples, processor, load_prompt("refine", ours.get("refine_prompt")),
+                                perturbation_config(ours, args), args.cutoff_len)
+    tokenizer = processor.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    trainer = SherlockTrainer(model=model, args=args, train_dataset=dataset,
+                              data_collator=PreferenceCollator(pad_id), processing_class=processor,
+                              reference_model=reference)
+    result = trainer.train()
+    scratch, final = Path(args.output_dir), Path(model_dir)
+    trainer.save_model(str(scratch))
+    summary = {"records": len(examples), "train_loss": result.training_loss,
+               "log_history": trainer.state.log_history, "run_file": str(run_file)}
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(scratch))
+        (scratch / "sherlock_training.json").write_text(json.dumps(summary, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch.rename(final)
+    return summary

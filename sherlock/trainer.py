@@ -1,0 +1,202 @@
+"""The Sherlock preference trainer: our own ``transformers.Trainer`` subclass, nothing patched.
+
+One optimisation step = ONE forward/backward pass over the ten sequences of every record in the
+batch (METHOD.md §6); the reference log-probabilities are computed once, before training, by the
+model the policy starts from (``precompute_ref_log_probs``, the default), or on the fly by a
+frozen copy of it when that is turned off. The mathematics lives in ``sherlock.losses``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from sherlock.losses import SEQUENCE_NAMES, sherlock_loss
+from sherlock.perturb import Perturbation, PerturbationConfig, dynamic_weights
+from sherlock.pref_encoding import collate_sequences, encode_example, sequence_log_probs
+from sherlock.preference import PreferenceDataError, PreferenceExample
+
+N_SEQ = len(SEQUENCE_NAMES)
+
+
+@dataclass
+class SherlockTrainingArguments(TrainingArguments):
+    """TrainingArguments plus the Sherlock objective's knobs (names after LLaMA-Factory/TRL)."""
+
+    pref_beta: float = field(default=0.1, metadata={"help": "β of the direct DPO term"})
+    pref_beta_refine: float = field(
+        default=0.025, metadata={"help": "β_r of the self-correction terms (reference recipe)"})
+    pref_ftx: float = field(default=0.0, metadata={"help": "γ: SFT (mean NLL) coefficient"})
+    dpo_coef: float = field(default=0.2, metadata={"help": "weight of L_dpo"})
+    sc_coef: float = field(default=0.8, metadata={"help": "weight of L_ref,l + L_ref,w"})
+    recipe: str = field(default="reference", metadata={"help": "reference | paper (METHOD §4)"})
+    precompute_ref_log_probs: bool = field(
+        default=True, metadata={"help": "reference log-probs once before training (no ref copy)"})
+    cutoff_len: int = field(default=2048, metadata={"help": "max tokens per sequence"})
+    remove_unused_columns: bool = False
+
+
+def record_betas(example: PreferenceExample, config: PerturbationConfig) -> tuple[float, float]:
+    """(β_dpo, β_sc) of one record, the coefficients multiplying Δ in the loss (METHOD §4).
+
+    From the drawn i and ε when the record has them; a record of another tool with only
+    ``weights`` gets w·β and w·β_r, which is what the reference recipe means by a weight.
+    """
+    if example.truncation is not None and example.noise_level is not None:
+        perturbation = Perturbation(example.truncation, example.noise_level, False)
+        _, beta_dpo, beta_sc = dynamic_weights(config, perturbation)
+        return beta_dpo, beta_sc
+    if config.recipe == "paper":
+        raise PreferenceDataError(
+            f"record {example.id}: the paper recipe needs truncation and noise_level")
+    weight = 1.0 if example.weight is None else example.weight
+    return weight * config.reference.beta, weight * config.reference.beta_refine
+
+
+class PreferenceDataset(Dataset):
+    """Records encoded lazily into their ten sequences (images are processed per item)."""
+
+    def __init__(self, examples: list[PreferenceExample], processor: Any, refine_template: str,
+                 config: PerturbationConfig, cutoff_len: int | None) -> None:
+        self.examples = examples
+        self.processor = processor
+        self.refine_template = refine_template
+        self.cutoff_len = cutoff_len
+        self.betas = torch.tensor([record_betas(e, config) for e in examples],
+                                  dtype=torch.float32)
+        self.reference_logps: torch.Tensor | None = None  # (records, 10) once precomputed
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = {"index": index,
+                "sequences": encode_example(self.processor, self.examples[index],
+                                            self.refine_template, self.cutoff_len),
+                "beta_dpo": self.betas[index, 0], "beta_sc": self.betas[index, 1]}
+        if self.reference_logps is not None:
+            item["reference_logps"] = self.reference_logps[index]
+        return item
+
+
+class PreferenceCollator:
+    """B records → one batch of B×10 right-padded sequences (record-major order)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate_sequences([s for item in items for s in item["sequences"]], self.pad_id)
+        batch["beta_dpo"] = torch.stack([item["beta_dpo"] for item in items])
+        batch["beta_sc"] = torch.stack([item["beta_sc"] for item in items])
+        batch["index"] = torch.tensor([item["index"] for item in items])
+        if "reference_logps" in items[0]:
+            batch["reference_logps"] = torch.stack([item["reference_logps"] for item in items])
+        return batch
+
+
+def by_name(values: torch.Tensor, records: int) -> dict[str, torch.Tensor]:
+    """(records × 10) flat values → {sequence name: (records,)}."""
+    table = values.view(records, N_SEQ)
+    return {name: table[:, j] for j, name in enumerate(SEQUENCE_NAMES)}
+
+
+_NON_MODEL_KEYS = ("beta_dpo", "beta_sc", "index", "reference_logps")
+
+
+class SherlockTrainer(Trainer):
+    """transformers.Trainer with the Sherlock objective as its loss."""
+
+    def __init__(self, *args: Any, reference_model: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Our loss is already a per-batch mean: let Trainer scale it for gradient accumulation
+        # (it skips that for models whose forward takes loss kwargs, assuming a token sum).
+        self.model_accepts_loss_kwargs = False
+        self.reference_model = reference_model
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        if not self.args.precompute_ref_log_probs:
+            if reference_model is None:
+                raise ValueError("precompute_ref_log_probs is off: pass the frozen reference_model")
+            if self.is_deepspeed_enabled:
+                raise ValueError("an on-the-fly reference under DeepSpeed is not supported: "
+                                 "keep precompute_ref_log_probs on")
+            reference_model.eval().requires_grad_(False)
+            reference_model.to(self.args.device)
+        else:
+            self.add_callback(_PrecomputeReference(self))
+
+    # -- reference log-probabilities ------------------------------------------------------------
+    @torch.no_grad()
+    def precompute_reference(self) -> torch.Tensor:
+        """ℓref of all ten sequences of every record, with the model before any update.
+
+        The policy starts from the reference checkpoint, so before the first step it IS the
+        reference: no second copy of the model is needed. It runs when training begins, after
+        the model is placed (and wrapped by DeepSpeed, whose ZeRO-3 forward needs every process
+        in step): every process computes the whole table in the same order, so no gathering is
+        needed either.
+        """
+        dataset: PreferenceDataset = self.train_dataset
+        model = self.model_wrapped if self.is_deepspeed_enabled else self.model
+        was_training = model.training
+        model.eval()
+        loader = DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size,
+                            shuffle=False, collate_fn=self.data_collator)
+        table = torch.zeros(len(dataset), N_SEQ)
+        device = self.args.device
+        for batch in loader:
+            inputs = {k: v.to(device) for k, v in batch.items() if k not in _NON_MODEL_KEYS}
+            logps, _ = sequence_log_probs(model, inputs)
+            table[batch["index"]] = logps.view(-1, N_SEQ).float().cpu()
+        model.train(was_training)
+        dataset.reference_logps = table
+        return table
+
+    # -- the loss -------------------------------------------------------------------------------
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        records = inputs["beta_dpo"].shape[0]
+        model_inputs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        policy_logps, n_tokens = sequence_log_probs(model, model_inputs)
+        if "reference_logps" in inputs:
+            reference_logps = inputs["reference_logps"].to(policy_logps.device).reshape(-1)
+        else:
+            with torch.no_grad():
+                reference_logps, _ = sequence_log_probs(self.reference_model, model_inputs)
+        policy = by_name(policy_logps, records)
+        reference = by_name(reference_logps.to(policy_logps.dtype), records)
+        mean_nll = None
+        if self.args.pref_ftx > 0:
+            # γ·mean-token NLL of the chosen response (the direct_w target)
+            mean_nll = -policy["direct_w"] / by_name(n_tokens, records)["direct_w"].clamp(min=1)
+        loss, metrics = sherlock_loss(
+            policy, reference, inputs["beta_dpo"].to(policy_logps.dtype),
+            inputs["beta_sc"].to(policy_logps.dtype), dpo_coef=self.args.dpo_coef,
+            sc_coef=self.args.sc_coef, sft_coef=self.args.pref_ftx, policy_mean_nll=mean_nll)
+        for key, value in metrics.items():
+            self._metrics[key].append(float(value))
+        return (loss, {"policy_logps": policy_logps}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Add the Sherlock metrics, averaged since the last log, to each training log line."""
+        if "loss" in logs and self._metrics:
+            for key, values in self._metrics.items():
+                logs[key] = round(sum(values) / len(values), 6)
+            self._metrics.clear()
+        super().log(logs, *args, **kwargs)
+
+
+class _PrecomputeReference(TrainerCallback):
+    """Fills the reference table at the start of training, before the first batch is drawn."""
+
+    def __init__(self, trainer: SherlockTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer.train_dataset.reference_logps is None:
+            self.trainer.precompute_reference()

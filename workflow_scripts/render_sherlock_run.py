@@ -1,0 +1,31 @@
+"""Render the run file of one Sherlock preference training (read by train_sherlock.py)."""
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="initial policy = frozen reference")
+    parser.add_argument("--data", required=True, help="preference JSON")
+    parser.add_argument("--hparams", required=True, help="JSON of training arguments")
+    parser.add_argument("--perturbation", required=True, help="JSON of config 'perturbation'")
+    parser.add_argument("--refine-prompt", default=None)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--output-dir", required=True, help="scratch folder of the trainer")
+    parser.add_argument("--run-file", required=True)
+    args = parser.parse_args()
+    hparams = {k: v for k, v in json.loads(args.hparams).items() if v is not None}
+    perturbation = json.loads(args.perturbation)
+    run = {"model_name_or_path": args.model, "dataset": args.data,
+           "refine_prompt": args.refine_prompt, "perturbation": perturbation,
+           "recipe": perturbation["recipe"], "output_dir": args.output_dir, "seed": args.seed,
+           "save_strategy": "no", "report_to": "none", **hparams}
+    Path(args.run_file).write_text(yaml.safe_dump(run, sort_keys=False), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
