@@ -32,25 +32,46 @@ _FIXED = {
 
 def dataset_info(name: str, file_name: str | Path) -> dict[str, Any]:
     """One dataset entry in LLaMA-Factory's sharegpt formatting (our rows' column names)."""
-    return {name: {"file_name": str(Path(file_name).resolve()), "formatting": "sharegpt",
-                   "columns": {"messages": "conversations", "images": "images"}}}
+    return {
+        name: {
+            "file_name": str(Path(file_name).resolve()),
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations", "images": "images"},
+        }
+    }
 
 
-def train_config(*, model: str, dataset: str, dataset_dir: str | Path, output_dir: str | Path,
-                 template: str, hparams: dict[str, Any], media_dir: str | Path,
-                 seed: int) -> dict[str, Any]:
+def train_config(
+    *,
+    model: str,
+    dataset: str,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    template: str,
+    hparams: dict[str, Any],
+    media_dir: str | Path,
+    seed: int,
+) -> dict[str, Any]:
     """The full LLaMA-Factory training YAML for one SFT run."""
-    config = {"model_name_or_path": model, "template": template, "dataset": dataset,
-              "dataset_dir": str(dataset_dir), "media_dir": str(media_dir),
-              "output_dir": str(output_dir), "seed": seed, **_FIXED}
+    config = {
+        "model_name_or_path": model,
+        "template": template,
+        "dataset": dataset,
+        "dataset_dir": str(dataset_dir),
+        "media_dir": str(media_dir),
+        "output_dir": str(output_dir),
+        "seed": seed,
+        **_FIXED,
+    }
     for key, value in hparams.items():
         if value is not None:  # null in our config = LLaMA-Factory's default
             config[key] = value
     return config
 
 
-def write_run_files(yaml_path: str | Path, info_path: str | Path, config: dict[str, Any],
-                    info: dict[str, Any]) -> None:
+def write_run_files(
+    yaml_path: str | Path, info_path: str | Path, config: dict[str, Any], info: dict[str, Any]
+) -> None:
     Path(info_path).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     Path(yaml_path).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
@@ -68,7 +89,8 @@ def run_training(yaml_path: str | Path, final_dir: str | Path) -> None:
         raise ValueError("output_dir must be a scratch folder distinct from the final checkpoint")
     shutil.rmtree(scratch, ignore_errors=True)
     cli = shutil.which("llamafactory-cli", path=str(Path(sys.executable).parent)) or shutil.which(
-        "llamafactory-cli")
+        "llamafactory-cli"
+    )
     if cli is None:
         raise RuntimeError("llamafactory-cli is not installed in this environment")
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1"}

@@ -17,8 +17,15 @@ from typing import Any
 from PIL import Image
 
 from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
-from sherlock.perturb import Perturbation, PerturbationConfig, draw, dynamic_weights
-from sherlock.perturb import perturb_image, record_rng, truncate
+from sherlock.perturb import (
+    Perturbation,
+    PerturbationConfig,
+    draw,
+    dynamic_weights,
+    perturb_image,
+    record_rng,
+    truncate,
+)
 from sherlock.preference import PreferenceExample, preference_row
 from sherlock.response import CONCLUSION_END, extract_answer
 
@@ -51,8 +58,13 @@ class PlannedPair:
     perturbed_image: str
 
 
-def plan_pairs(sources: list[PairSource], config: PerturbationConfig, seed: int, purpose: str,
-               image_dir: str | Path) -> list[PlannedPair]:
+def plan_pairs(
+    sources: list[PairSource],
+    config: PerturbationConfig,
+    seed: int,
+    purpose: str,
+    image_dir: str | Path,
+) -> list[PlannedPair]:
     """Draw i and ε per record, cut the prefixes and write the perturbed images."""
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +76,10 @@ def plan_pairs(sources: list[PairSource], config: PerturbationConfig, seed: int,
             prefix = truncate(source.chosen, perturbation.truncation, config.recipe)
             prefix_l = truncate(source.truncation_source, perturbation.truncation, config.recipe)
         except ValueError as error:
-            raise ValueError(f"record {source.id}: cannot cut at truncation point "
-                             f"{perturbation.truncation}: {error}") from error
+            raise ValueError(
+                f"record {source.id}: cannot cut at truncation point "
+                f"{perturbation.truncation}: {error}"
+            ) from error
         with Image.open(source.image) as handle:
             noisy = perturb_image(handle.convert("RGB"), perturbation, rng)
         path = image_dir / _file_name(source.id)
@@ -74,25 +88,49 @@ def plan_pairs(sources: list[PairSource], config: PerturbationConfig, seed: int,
     return planned
 
 
-def generate_pairs(planned: list[PlannedPair], backend: GenerationBackend,
-                   sampling: SamplingParams, config: PerturbationConfig,
-                   model: str) -> list[dict[str, Any]]:
+def generate_pairs(
+    planned: list[PlannedPair],
+    backend: GenerationBackend,
+    sampling: SamplingParams,
+    config: PerturbationConfig,
+    model: str,
+) -> list[dict[str, Any]]:
     """Continue every rejected prefix on its perturbed image, in batches; build the records."""
-    requests = [GenerationRequest(key=p.source.id, image=p.perturbed_image,
-                                  user_text=p.source.question, assistant_prefix=p.prefix_l)
-                for p in planned]
+    requests = [
+        GenerationRequest(
+            key=p.source.id,
+            image=p.perturbed_image,
+            user_text=p.source.question,
+            assistant_prefix=p.prefix_l,
+        )
+        for p in planned
+    ]
     continuations = backend.generate(requests, sampling)
     rows = []
     for pair, continuation in zip(planned, continuations, strict=True):
         weight, _, _ = dynamic_weights(config, pair.perturbation)  # β: the trainer's job
         example = PreferenceExample(
-            id=pair.source.id, image=pair.source.image, question=pair.source.question,
-            chosen=pair.source.chosen, rejected=pair.prefix_l + continuation,
-            prefix=pair.prefix, prefix_l=pair.prefix_l, weight=weight,
-            truncation=pair.perturbation.truncation, noise_level=pair.perturbation.noise_level)
-        rows.append(preference_row(
-            example, source_id=pair.source.id, model=model, recipe=config.recipe,
-            random_pixels=pair.perturbation.random_pixels, perturbed_image=pair.perturbed_image))
+            id=pair.source.id,
+            image=pair.source.image,
+            question=pair.source.question,
+            chosen=pair.source.chosen,
+            rejected=pair.prefix_l + continuation,
+            prefix=pair.prefix,
+            prefix_l=pair.prefix_l,
+            weight=weight,
+            truncation=pair.perturbation.truncation,
+            noise_level=pair.perturbation.noise_level,
+        )
+        rows.append(
+            preference_row(
+                example,
+                source_id=pair.source.id,
+                model=model,
+                recipe=config.recipe,
+                random_pixels=pair.perturbation.random_pixels,
+                perturbed_image=pair.perturbed_image,
+            )
+        )
     return rows
 
 
@@ -103,9 +141,11 @@ def pair_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "records": len(rows),
         "truncation_counts": dict(sorted(Counter(row["truncation"] for row in rows).items())),
         "rejected_with_conclusion": sum(CONCLUSION_END in r for r in rejected),
-        "rejected_equal_to_chosen": sum(row["chosen"]["value"] == r
-                                        for row, r in zip(rows, rejected, strict=True)),
+        "rejected_equal_to_chosen": sum(
+            row["chosen"]["value"] == r for row, r in zip(rows, rejected, strict=True)
+        ),
         "rejected_answer_differs": sum(
             extract_answer(r) != extract_answer(row["chosen"]["value"])
-            for row, r in zip(rows, rejected, strict=True)),
+            for row, r in zip(rows, rejected, strict=True)
+        ),
     }

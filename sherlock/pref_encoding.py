@@ -3,7 +3,8 @@
 METHOD.md §6, with x the question (+ image), C_l = REFINE(x, Y_l), C_w = REFINE(x, Y_w):
 
     direct_w = (x, Y_w)             direct_l = (x, Y_l)
-    l_A1 = (C_l ⊕ p_w, s_w)   l_B1 = (C_l ⊕ p_l, s_l)   l_A2 = (C_l ⊕ p_l, s_w)   l_B2 = (C_l ⊕ p_w, s_l)
+    l_A1 = (C_l ⊕ p_w, s_w)   l_B1 = (C_l ⊕ p_l, s_l)
+    l_A2 = (C_l ⊕ p_l, s_w)   l_B2 = (C_l ⊕ p_w, s_l)
     w_A1 … w_B2: the same four with C_w
 
 Every sequence carries the image. A pre-filled prefix is rendered inside the assistant turn by the
@@ -42,8 +43,10 @@ def sequence_specs(example: PreferenceExample, refine_template: str) -> dict[str
     s_w, s_l = example.suffix_w, example.suffix_l
     c_l = refine_prompt(refine_template, q, example.rejected)
     c_w = refine_prompt(refine_template, q, example.chosen)
-    specs = {"direct_w": SequenceSpec(q, "", example.chosen),
-             "direct_l": SequenceSpec(q, "", example.rejected)}
+    specs = {
+        "direct_w": SequenceSpec(q, "", example.chosen),
+        "direct_l": SequenceSpec(q, "", example.rejected),
+    }
     for tag, context in (("l", c_l), ("w", c_w)):
         specs[f"{tag}_A1"] = SequenceSpec(context, p_w, s_w)
         specs[f"{tag}_B1"] = SequenceSpec(context, p_l, s_l)
@@ -60,8 +63,9 @@ def end_of_turn_id(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
-def encode_sequence(processor: Any, image: Image.Image, spec: SequenceSpec,
-                    cutoff_len: int | None = None) -> dict[str, torch.Tensor]:
+def encode_sequence(
+    processor: Any, image: Image.Image, spec: SequenceSpec, cutoff_len: int | None = None
+) -> dict[str, torch.Tensor]:
     """Token ids, labels and the processor's vision tensors of one sequence.
 
     Tensors whose second dimension runs along the tokens (e.g. Llama-3.2-Vision's
@@ -77,8 +81,9 @@ def encode_sequence(processor: Any, image: Image.Image, spec: SequenceSpec,
     if cutoff_len is not None:
         room = cutoff_len - len(prompt_ids)
         if room < 1:
-            raise ValueError(f"the prompt alone has {len(prompt_ids)} tokens, more than "
-                             f"cutoff_len {cutoff_len}")
+            raise ValueError(
+                f"the prompt alone has {len(prompt_ids)} tokens, more than cutoff_len {cutoff_len}"
+            )
         target = target[:room]  # policy and reference see the same cut: Δ stays consistent
     input_ids = torch.cat([prompt_ids, target])
     labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), target])
@@ -91,12 +96,17 @@ def encode_sequence(processor: Any, image: Image.Image, spec: SequenceSpec,
             value = torch.cat([value, tail], dim=1)
             token_aligned.add(key)
         vision[key] = value
-    return {"input_ids": input_ids, "labels": labels, "vision": vision,
-            "token_aligned": token_aligned}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "vision": vision,
+        "token_aligned": token_aligned,
+    }
 
 
-def encode_example(processor: Any, example: PreferenceExample, refine_template: str,
-                   cutoff_len: int | None = None) -> list[dict[str, torch.Tensor]]:
+def encode_example(
+    processor: Any, example: PreferenceExample, refine_template: str, cutoff_len: int | None = None
+) -> list[dict[str, torch.Tensor]]:
     """The ten encoded sequences of one record, in SEQUENCE_NAMES order."""
     with Image.open(example.image) as handle:
         image = handle.convert("RGB")
@@ -116,14 +126,24 @@ def collate_sequences(sequences: list[dict[str, torch.Tensor]], pad_id: int) -> 
         input_ids[row, :n] = sequence["input_ids"]
         labels[row, :n] = sequence["labels"]
         attention_mask[row, :n] = 1
-    batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels,
-                             "attention_mask": attention_mask}
+    batch: dict[str, Any] = {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention_mask,
+    }
     for key in sequences[0]["vision"]:
         parts = [s["vision"][key] for s in sequences]
         if key in sequences[0]["token_aligned"]:  # pad along the tokens with zeros
-            parts = [torch.cat([part, part.new_zeros((part.shape[0], length - part.shape[1],
-                                                      *part.shape[2:]))], dim=1)
-                     for part in parts]
+            parts = [
+                torch.cat(
+                    [
+                        part,
+                        part.new_zeros((part.shape[0], length - part.shape[1], *part.shape[2:])),
+                    ],
+                    dim=1,
+                )
+                for part in parts
+            ]
         batch[key] = torch.cat(parts, dim=0)
     return batch
 
@@ -138,8 +158,9 @@ def sequence_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor,
     # Only target positions go through the (vocabulary-wide) softmax: the context is most of
     # every sequence, and float32 logits over all of it would dominate memory.
     target_logits = logits[mask].float()
-    token_logps = (target_logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
-                   - target_logits.logsumexp(-1))
+    token_logps = target_logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(
+        -1
+    ) - target_logits.logsumexp(-1)
     rows = mask.nonzero()[:, 0]
     sums = torch.zeros(len(labels), dtype=token_logps.dtype, device=token_logps.device)
     return sums.index_add(0, rows, token_logps), mask.sum(-1)

@@ -28,8 +28,14 @@ from sherlock.trainer import (
 )
 
 # Keys of the run file that are not TrainingArguments.
-RUN_KEYS = ("model_name_or_path", "dataset", "image_root", "refine_prompt", "perturbation",
-            "torch_dtype")
+RUN_KEYS = (
+    "model_name_or_path",
+    "dataset",
+    "image_root",
+    "refine_prompt",
+    "perturbation",
+    "torch_dtype",
+)
 
 
 def split_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], SherlockTrainingArguments]:
@@ -40,18 +46,23 @@ def split_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], SherlockTr
     try:
         args = SherlockTrainingArguments(**config)
     except TypeError as error:
-        raise ValueError(f"the run file has a key that is not a training argument: {error}") \
-            from None
+        raise ValueError(
+            f"the run file has a key that is not a training argument: {error}"
+        ) from None
     if args.recipe not in ("reference", "paper"):
         raise ValueError(f"recipe: expected reference or paper, got {args.recipe!r}")
     return ours, args
 
 
-def perturbation_config(ours: dict[str, Any], args: SherlockTrainingArguments) -> PerturbationConfig:
+def perturbation_config(
+    ours: dict[str, Any], args: SherlockTrainingArguments
+) -> PerturbationConfig:
     """The recipe's constants, with β and β_r taken from the training arguments."""
     section = json.loads(json.dumps(ours.get("perturbation") or {}))
     section["recipe"] = args.recipe
-    section.setdefault("reference", {}).update(beta=args.pref_beta, beta_refine=args.pref_beta_refine)
+    section.setdefault("reference", {}).update(
+        beta=args.pref_beta, beta_refine=args.pref_beta_refine
+    )
     section.setdefault("paper", {}).update(beta=args.pref_beta)
     return PerturbationConfig.from_dict(section)
 
@@ -70,18 +81,34 @@ def train_from_file(run_file: str | Path, model_dir: str | Path) -> dict[str, An
     if not args.precompute_ref_log_probs:
         reference = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype)
     examples = load_preferences(ours["dataset"], ours.get("image_root") or ".")
-    dataset = PreferenceDataset(examples, processor, load_prompt("refine", ours.get("refine_prompt")),
-                                perturbation_config(ours, args), args.cutoff_len)
+    dataset = PreferenceDataset(
+        examples,
+        processor,
+        load_prompt("refine", ours.get("refine_prompt")),
+        perturbation_config(ours, args),
+        args.cutoff_len,
+    )
     tokenizer = processor.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    trainer = SherlockTrainer(model=model, args=args, train_dataset=dataset,
-                              data_collator=PreferenceCollator(pad_id), processing_class=processor,
-                              reference_model=reference)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    trainer = SherlockTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=PreferenceCollator(pad_id),
+        processing_class=processor,
+        reference_model=reference,
+    )
     result = trainer.train()
     scratch, final = Path(args.output_dir), Path(model_dir)
     trainer.save_model(str(scratch))
-    summary = {"records": len(examples), "train_loss": result.training_loss,
-               "log_history": trainer.state.log_history, "run_file": str(run_file)}
+    summary = {
+        "records": len(examples),
+        "train_loss": result.training_loss,
+        "log_history": trainer.state.log_history,
+        "run_file": str(run_file),
+    }
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(scratch))
         (scratch / "sherlock_training.json").write_text(json.dumps(summary, indent=1))

@@ -35,11 +35,11 @@ class PreferenceExample:
 
     @property
     def suffix_w(self) -> str:
-        return self.chosen[len(self.prefix):]
+        return self.chosen[len(self.prefix) :]
 
     @property
     def suffix_l(self) -> str:
-        return self.rejected[len(self.prefix_l):]
+        return self.rejected[len(self.prefix_l) :]
 
 
 def preference_row(example: PreferenceExample, **provenance: Any) -> dict[str, Any]:
@@ -68,7 +68,9 @@ def _turn_value(row: dict, key: str) -> str:
     return turn
 
 
-def parse_preference_row(row: Any, index: int, origin: str, image_root: str | Path = ".") -> PreferenceExample:
+def parse_preference_row(
+    row: Any, index: int, origin: str, image_root: str | Path = "."
+) -> PreferenceExample:
     """One row → example; PreferenceDataError naming the record and field when it is wrong."""
     record_id = str(row.get("id", index)) if isinstance(row, dict) else str(index)
 
@@ -106,8 +108,18 @@ def parse_preference_row(row: Any, index: int, origin: str, image_root: str | Pa
         noise = None if noise is None else float(noise)
     except (TypeError, ValueError):
         raise fail("weights/truncation/noise_level", "not a number") from None
-    return PreferenceExample(record_id, image, strip_image_token(question), chosen, rejected,
-                             prefix, prefix_l, weight, truncation, noise)
+    return PreferenceExample(
+        record_id,
+        image,
+        strip_image_token(question),
+        chosen,
+        rejected,
+        prefix,
+        prefix_l,
+        weight,
+        truncation,
+        noise,
+    )
 
 
 def load_preferences(path: str | Path, image_root: str | Path = ".") -> list[PreferenceExample]:

@@ -74,7 +74,8 @@ def _raw_sharegpt(path: Path) -> Iterator[tuple[int, Any, str | None]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise SourceDataError(
-            f"{path}: invalid JSON: {error.msg} at line {error.lineno}") from error
+            f"{path}: invalid JSON: {error.msg} at line {error.lineno}"
+        ) from error
     if not isinstance(data, list):
         raise SourceDataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     for index, item in enumerate(data):
@@ -158,8 +159,9 @@ def _candidate(
         return reject("conversations", "empty question", record_id)
     stages = format_problem(answer)
     if stages:
-        return reject("conversations[-1].value", f"answer not in four-stage format: {stages}",
-                      record_id)
+        return reject(
+            "conversations[-1].value", f"answer not in four-stage format: {stages}", record_id
+        )
     image_path = image if os.path.isabs(image) else os.path.normpath(image_root / image)
     return Record(record_id, image_path, question, answer), None
 
@@ -172,18 +174,24 @@ class LoadResult:
 
     def summary(self) -> dict[str, Any]:
         reasons = Counter(r.reason.split(":")[0] for r in self.rejects)
-        return {"read": self.read, "valid": len(self.records), "rejected": len(self.rejects),
-                "reject_reasons": dict(reasons.most_common())}
+        return {
+            "read": self.read,
+            "valid": len(self.records),
+            "rejected": len(self.rejects),
+            "reject_reasons": dict(reasons.most_common()),
+        }
 
     def summary_line(self) -> str:
         s = self.summary()
         reasons = ", ".join(f"{n} {r}" for r, n in s["reject_reasons"].items())
-        return (f"source records: {s['read']} read, {s['valid']} valid, {s['rejected']} rejected"
-                + (f" ({reasons})" if reasons else ""))
+        return f"source records: {s['read']} read, {s['valid']} valid, {s['rejected']} rejected" + (
+            f" ({reasons})" if reasons else ""
+        )
 
 
-def load_records(path: str | Path, form: str, image_root: str | Path,
-                 check_images: bool = True, workers: int = 8) -> LoadResult:
+def load_records(
+    path: str | Path, form: str, image_root: str | Path, check_images: bool = True, workers: int = 8
+) -> LoadResult:
     """Read and validate a source file; never raises for a bad record, only collects it."""
     path, image_root = Path(path), Path(image_root)
     if form not in ("llava_cot", "sharegpt"):
@@ -226,8 +234,9 @@ def load_records(path: str | Path, form: str, image_root: str | Path,
     return LoadResult(records, rejects, read)
 
 
-def check_invalid_fraction(result: LoadResult, max_invalid_fraction: float,
-                           rejects_path: str) -> None:
+def check_invalid_fraction(
+    result: LoadResult, max_invalid_fraction: float, rejects_path: str
+) -> None:
     """Stop the run when too much of the source is invalid; the rejects file says why."""
     if result.read == 0:
         raise SourceDataError("the source file holds no records")

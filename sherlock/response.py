@@ -14,9 +14,7 @@ CONCLUSION_END = "</CONCLUSION>"
 
 # The whole response: the four stages in order, whitespace allowed between them.
 _FOUR_STAGES = re.compile(
-    r"\s*"
-    + r"\s*".join(rf"<{tag}>(?P<{tag.lower()}>.*?)</{tag}>" for tag in STAGES)
-    + r"\s*",
+    r"\s*" + r"\s*".join(rf"<{tag}>(?P<{tag.lower()}>.*?)</{tag}>" for tag in STAGES) + r"\s*",
     re.DOTALL,
 )
 _CONCLUSION = re.compile(r"<CONCLUSION>(.*?)</CONCLUSION>", re.DOTALL)

@@ -8,8 +8,9 @@ from sherlock.response import extract_answer
 from sherlock.sharegpt import sft_row
 
 
-def sherlock_sft_rows(d_b: list[Record], first_answers: dict[str, str], refine_template: str,
-                      model: str) -> list[dict]:
+def sherlock_sft_rows(
+    d_b: list[Record], first_answers: dict[str, str], refine_template: str, model: str
+) -> list[dict]:
     """Two rows per D_B record: (x → Y*) and (REFINE(x, y0) → Y*), y0 being R0's own answer.
 
     Every record of D_B must have an answer: a missing one is an error, never a dropped row.
@@ -20,12 +21,28 @@ def sherlock_sft_rows(d_b: list[Record], first_answers: dict[str, str], refine_t
     rows = []
     for record in d_b:
         y0 = first_answers[record.id]
-        rows.append(sft_row(f"{record.id}/direct", record.question, record.answer, record.image,
-                            kind="direct", source_id=record.id))
-        rows.append(sft_row(f"{record.id}/refine", refine_prompt(refine_template, record.question,
-                                                                 y0),
-                            record.answer, record.image, kind="refine", source_id=record.id,
-                            initial_response=y0, initial_model=model))
+        rows.append(
+            sft_row(
+                f"{record.id}/direct",
+                record.question,
+                record.answer,
+                record.image,
+                kind="direct",
+                source_id=record.id,
+            )
+        )
+        rows.append(
+            sft_row(
+                f"{record.id}/refine",
+                refine_prompt(refine_template, record.question, y0),
+                record.answer,
+                record.image,
+                kind="refine",
+                source_id=record.id,
+                initial_response=y0,
+                initial_model=model,
+            )
+        )
     return rows
 
 

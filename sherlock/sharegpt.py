@@ -19,9 +19,12 @@ def human_turn(user_text: str) -> dict[str, str]:
 
 def sft_row(record_id: str, user_text: str, response: str, image: str, **extra: Any) -> dict:
     """An SFT example: (image, user text) → response. Extra keys are provenance."""
-    return {"id": record_id,
-            "conversations": [human_turn(user_text), {"from": "gpt", "value": response}],
-            "images": [image], **extra}
+    return {
+        "id": record_id,
+        "conversations": [human_turn(user_text), {"from": "gpt", "value": response}],
+        "images": [image],
+        **extra,
+    }
 
 
 def prompt_row(record_id: str, question: str, image: str) -> dict:
@@ -37,11 +40,13 @@ def sft_row_to_record(row: dict, origin: str = "dataset") -> Record:
     """Back from an SFT row to a record (question without the image token)."""
     try:
         turns, images = row["conversations"], row["images"]
-        return Record(str(row["id"]), images[0], strip_image_token(turns[0]["value"]),
-                      turns[-1]["value"])
+        return Record(
+            str(row["id"]), images[0], strip_image_token(turns[0]["value"]), turns[-1]["value"]
+        )
     except (KeyError, IndexError, TypeError) as error:
         raise SourceDataError(
-            f"{origin}: row {row.get('id', '?')} is not an SFT row: {error!r}") from error
+            f"{origin}: row {row.get('id', '?')} is not an SFT row: {error!r}"
+        ) from error
 
 
 def write_json(path: str | Path, rows: list[dict]) -> None:

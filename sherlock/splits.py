@@ -16,8 +16,9 @@ class Splits:
     pools: list[list[Record]]  # pools[k - 1] is the unlabeled pool of online iteration k
 
 
-def make_splits(records: list[Record], d_a: int, d_b: int, pool: int, iterations: int,
-                seed: int) -> Splits:
+def make_splits(
+    records: list[Record], d_a: int, d_b: int, pool: int, iterations: int, seed: int
+) -> Splits:
     """D_A, D_B and one pool per online iteration, drawn without replacement.
 
     The draw depends only on the seed and on the set of record ids (records are ordered by id
@@ -33,5 +34,5 @@ def make_splits(records: list[Record], d_a: int, d_b: int, pool: int, iterations
     ordered = sorted(records, key=lambda r: r.id)
     order = np.random.default_rng(seed).permutation(len(ordered))
     shuffled = [ordered[i] for i in order[:needed]]
-    pools = [shuffled[d_a + d_b + k * pool: d_a + d_b + (k + 1) * pool] for k in range(iterations)]
-    return Splits(shuffled[:d_a], shuffled[d_a:d_a + d_b], pools)
+    pools = [shuffled[d_a + d_b + k * pool : d_a + d_b + (k + 1) * pool] for k in range(iterations)]
+    return Splits(shuffled[:d_a], shuffled[d_a : d_a + d_b], pools)

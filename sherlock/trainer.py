@@ -30,13 +30,15 @@ class SherlockTrainingArguments(TrainingArguments):
 
     pref_beta: float = field(default=0.1, metadata={"help": "β of the direct DPO term"})
     pref_beta_refine: float = field(
-        default=0.025, metadata={"help": "β_r of the self-correction terms (reference recipe)"})
+        default=0.025, metadata={"help": "β_r of the self-correction terms (reference recipe)"}
+    )
     pref_ftx: float = field(default=0.0, metadata={"help": "γ: SFT (mean NLL) coefficient"})
     dpo_coef: float = field(default=0.2, metadata={"help": "weight of L_dpo"})
     sc_coef: float = field(default=0.8, metadata={"help": "weight of L_ref,l + L_ref,w"})
     recipe: str = field(default="reference", metadata={"help": "reference | paper (METHOD §4)"})
     precompute_ref_log_probs: bool = field(
-        default=True, metadata={"help": "reference log-probs once before training (no ref copy)"})
+        default=True, metadata={"help": "reference log-probs once before training (no ref copy)"}
+    )
     cutoff_len: int = field(default=2048, metadata={"help": "max tokens per sequence"})
     remove_unused_columns: bool = False
 
@@ -53,7 +55,8 @@ def record_betas(example: PreferenceExample, config: PerturbationConfig) -> tupl
         return beta_dpo, beta_sc
     if config.recipe == "paper":
         raise PreferenceDataError(
-            f"record {example.id}: the paper recipe needs truncation and noise_level")
+            f"record {example.id}: the paper recipe needs truncation and noise_level"
+        )
     weight = 1.0 if example.weight is None else example.weight
     return weight * config.reference.beta, weight * config.reference.beta_refine
 
@@ -61,24 +64,33 @@ def record_betas(example: PreferenceExample, config: PerturbationConfig) -> tupl
 class PreferenceDataset(Dataset):
     """Records encoded lazily into their ten sequences (images are processed per item)."""
 
-    def __init__(self, examples: list[PreferenceExample], processor: Any, refine_template: str,
-                 config: PerturbationConfig, cutoff_len: int | None) -> None:
+    def __init__(
+        self,
+        examples: list[PreferenceExample],
+        processor: Any,
+        refine_template: str,
+        config: PerturbationConfig,
+        cutoff_len: int | None,
+    ) -> None:
         self.examples = examples
         self.processor = processor
         self.refine_template = refine_template
         self.cutoff_len = cutoff_len
-        self.betas = torch.tensor([record_betas(e, config) for e in examples],
-                                  dtype=torch.float32)
+        self.betas = torch.tensor([record_betas(e, config) for e in examples], dtype=torch.float32)
         self.reference_logps: torch.Tensor | None = None  # (records, 10) once precomputed
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = {"index": index,
-                "sequences": encode_example(self.processor, self.examples[index],
-                                            self.refine_template, self.cutoff_len),
-                "beta_dpo": self.betas[index, 0], "beta_sc": self.betas[index, 1]}
+        item = {
+            "index": index,
+            "sequences": encode_example(
+                self.processor, self.examples[index], self.refine_template, self.cutoff_len
+            ),
+            "beta_dpo": self.betas[index, 0],
+            "beta_sc": self.betas[index, 1],
+        }
         if self.reference_logps is not None:
             item["reference_logps"] = self.reference_logps[index]
         return item
@@ -123,8 +135,10 @@ class SherlockTrainer(Trainer):
             if reference_model is None:
                 raise ValueError("precompute_ref_log_probs is off: pass the frozen reference_model")
             if self.is_deepspeed_enabled:
-                raise ValueError("an on-the-fly reference under DeepSpeed is not supported: "
-                                 "keep precompute_ref_log_probs on")
+                raise ValueError(
+                    "an on-the-fly reference under DeepSpeed is not supported: "
+                    "keep precompute_ref_log_probs on"
+                )
             reference_model.eval().requires_grad_(False)
             reference_model.to(self.args.device)
         else:
@@ -145,8 +159,12 @@ class SherlockTrainer(Trainer):
         model = self.model_wrapped if self.is_deepspeed_enabled else self.model
         was_training = model.training
         model.eval()
-        loader = DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size,
-                            shuffle=False, collate_fn=self.data_collator)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.args.per_device_eval_batch_size,
+            shuffle=False,
+            collate_fn=self.data_collator,
+        )
         table = torch.zeros(len(dataset), N_SEQ)
         device = self.args.device
         for batch in loader:
@@ -158,8 +176,13 @@ class SherlockTrainer(Trainer):
         return table
 
     # -- the loss -------------------------------------------------------------------------------
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
         records = inputs["beta_dpo"].shape[0]
         model_inputs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
         policy_logps, n_tokens = sequence_log_probs(model, model_inputs)
@@ -175,9 +198,15 @@ class SherlockTrainer(Trainer):
             # γ·mean-token NLL of the chosen response (the direct_w target)
             mean_nll = -policy["direct_w"] / by_name(n_tokens, records)["direct_w"].clamp(min=1)
         loss, metrics = sherlock_loss(
-            policy, reference, inputs["beta_dpo"].to(policy_logps.dtype),
-            inputs["beta_sc"].to(policy_logps.dtype), dpo_coef=self.args.dpo_coef,
-            sc_coef=self.args.sc_coef, sft_coef=self.args.pref_ftx, policy_mean_nll=mean_nll)
+            policy,
+            reference,
+            inputs["beta_dpo"].to(policy_logps.dtype),
+            inputs["beta_sc"].to(policy_logps.dtype),
+            dpo_coef=self.args.dpo_coef,
+            sc_coef=self.args.sc_coef,
+            sft_coef=self.args.pref_ftx,
+            policy_mean_nll=mean_nll,
+        )
         for key, value in metrics.items():
             self._metrics[key].append(float(value))
         return (loss, {"policy_logps": policy_logps}) if return_outputs else loss

@@ -33,8 +33,10 @@ def test_override_prompt_file(tmp_path):
 
 
 def test_sherlock_sft_rows_two_per_record_refine_from_r0():
-    answer = ("<SUMMARY>s</SUMMARY><CAPTION>c</CAPTION><REASONING>r</REASONING>"
-              "<CONCLUSION>red</CONCLUSION>")
+    answer = (
+        "<SUMMARY>s</SUMMARY><CAPTION>c</CAPTION><REASONING>r</REASONING>"
+        "<CONCLUSION>red</CONCLUSION>"
+    )
     d_b = [Record("a", "a.png", "What colour?", answer), Record("b", "b.png", "Shape?", answer)]
     y0 = {"a": "<SUMMARY>x</SUMMARY><CONCLUSION>blue</CONCLUSION>", "b": "garbage"}
     rows = sherlock_sft_rows(d_b, y0, "Q={Question} R={Example_Response}", model="r0")

@@ -7,8 +7,10 @@ from PIL import Image
 
 from sherlock.records import SourceDataError, check_invalid_fraction, load_records
 
-ANSWER = ("<SUMMARY>Find the colour.</SUMMARY><CAPTION>A red circle.</CAPTION>"
-          "<REASONING>The circle is red.</REASONING><CONCLUSION>red</CONCLUSION>")
+ANSWER = (
+    "<SUMMARY>Find the colour.</SUMMARY><CAPTION>A red circle.</CAPTION>"
+    "<REASONING>The circle is red.</REASONING><CONCLUSION>red</CONCLUSION>"
+)
 
 
 def _turns(question, answer=ANSWER):
@@ -36,17 +38,30 @@ def test_llava_cot_valid_and_invalid_records_are_all_accounted_for(tmp_path, ima
         {"id": "b", "image": "sub/ok.png", "conversations": _turns("Which shape?")},
         {"id": "c", "image": "sub/missing.png", "conversations": _turns("Q?")},
         {"id": "d", "image": "sub/broken.png", "conversations": _turns("Q?")},
-        {"id": "e", "image": "sub/ok.png",
-         "conversations": _turns("Q?", "<CAPTION>x</CAPTION><SUMMARY>y</SUMMARY>")},
-        {"id": "f", "image": "sub/ok.png",
-         "conversations": [{"from": "gpt", "value": ANSWER}, {"from": "human", "value": "Q"}]},
+        {
+            "id": "e",
+            "image": "sub/ok.png",
+            "conversations": _turns("Q?", "<CAPTION>x</CAPTION><SUMMARY>y</SUMMARY>"),
+        },
+        {
+            "id": "f",
+            "image": "sub/ok.png",
+            "conversations": [{"from": "gpt", "value": ANSWER}, {"from": "human", "value": "Q"}],
+        },
         "{not json",
         {"id": "a", "image": "sub/ok.png", "conversations": _turns("dup")},
         {"image": "sub/ok.png", "conversations": _turns("no id")},
         # multi-turn: the last human turn and the last answer are used
-        {"id": "g", "image": "sub/ok.png", "conversations": [
-            {"from": "human", "value": "<image>first"}, {"from": "gpt", "value": "old"},
-            {"from": "human", "value": "second?"}, {"from": "gpt", "value": ANSWER}]},
+        {
+            "id": "g",
+            "image": "sub/ok.png",
+            "conversations": [
+                {"from": "human", "value": "<image>first"},
+                {"from": "gpt", "value": "old"},
+                {"from": "human", "value": "second?"},
+                {"from": "gpt", "value": ANSWER},
+            ],
+        },
     ]
     source = _write_jsonl(tmp_path / "train.jsonl", rows)
     result = load_records(source, "llava_cot", image_root)
@@ -88,8 +103,9 @@ def test_sharegpt_json_with_and_without_ids(tmp_path, image_root):
 
 
 def test_too_many_invalid_records_stop_the_run_naming_the_rejects_file(tmp_path, image_root):
-    rows = [{"id": str(i), "image": "sub/missing.png", "conversations": _turns("Q")}
-            for i in range(3)]
+    rows = [
+        {"id": str(i), "image": "sub/missing.png", "conversations": _turns("Q")} for i in range(3)
+    ]
     rows.append({"id": "ok", "image": "sub/ok.png", "conversations": _turns("Q")})
     result = load_records(_write_jsonl(tmp_path / "t.jsonl", rows), "llava_cot", image_root)
     check_invalid_fraction(result, 0.8, "rejects.jsonl")  # 75 % allowed here

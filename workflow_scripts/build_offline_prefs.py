@@ -30,19 +30,27 @@ def main() -> None:
 
     config = PerturbationConfig.from_dict(json.loads(args.perturbation))
     records = [sft_row_to_record(row, origin=args.data) for row in read_json(args.data)]
-    sources = [PairSource(r.id, r.image, r.question, chosen=r.answer, truncation_source=r.answer)
-               for r in records]
+    sources = [
+        PairSource(r.id, r.image, r.question, chosen=r.answer, truncation_source=r.answer)
+        for r in records
+    ]
     planned = plan_pairs(sources, config, args.seed, "offline", args.image_dir)
     backend = load_backend(args.backend, args.model, batch_size=args.batch_size, dtype=args.dtype)
-    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p,
-                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    sampling = SamplingParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
     rows = generate_pairs(planned, backend, sampling, config, model=args.model)
     write_json(args.output, rows)
     stats = pair_stats(rows)
     with open(args.summary, "w", encoding="utf-8") as handle:
         yaml.safe_dump(stats, handle, sort_keys=False)
-    print(f"offline_prefs: {len(records)} records -> {len(rows)} pairs ({config.recipe} recipe); "
-          f"{stats}")
+    print(
+        f"offline_prefs: {len(records)} records -> {len(rows)} pairs ({config.recipe} recipe); "
+        f"{stats}"
+    )
 
 
 if __name__ == "__main__":

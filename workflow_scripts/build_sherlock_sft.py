@@ -27,15 +27,21 @@ def main() -> None:
     d_b = [sft_row_to_record(row, origin=args.d_b) for row in read_json(args.d_b)]
     backend = load_backend(args.backend, args.model, batch_size=args.batch_size, dtype=args.dtype)
     requests = [GenerationRequest(key=r.id, image=r.image, user_text=r.question) for r in d_b]
-    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p,
-                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    sampling = SamplingParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
     answers = dict(zip([r.id for r in d_b], backend.generate(requests, sampling), strict=True))
     rows = sherlock_sft_rows(d_b, answers, load_prompt("refine", args.refine_prompt), args.model)
     write_json(args.output, rows)
     stats = answer_stats(d_b, answers)
-    print(f"sherlock_sft: {len(d_b)} D_B records -> {len(rows)} rows; R0 answers with a "
-          f"CONCLUSION {stats['with_conclusion']}/{stats['records']}, "
-          f"matching the annotation {stats['correct']}/{stats['records']}")
+    print(
+        f"sherlock_sft: {len(d_b)} D_B records -> {len(rows)} rows; R0 answers with a "
+        f"CONCLUSION {stats['with_conclusion']}/{stats['records']}, "
+        f"matching the annotation {stats['correct']}/{stats['records']}"
+    )
     print(json.dumps(stats))
 
 

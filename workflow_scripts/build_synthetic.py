@@ -14,8 +14,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args()
-    counts = build_synthetic_dataset(Path(args.out_dir), args.n_train, args.n_test,
-                                     args.image_size, args.seed)
+    counts = build_synthetic_dataset(
+        Path(args.out_dir), args.n_train, args.n_test, args.image_size, args.seed
+    )
     print(f"synthetic dataset in {args.out_dir}: {counts}")
 
 

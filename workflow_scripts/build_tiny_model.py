@@ -20,10 +20,17 @@ def main() -> None:
     parser.add_argument("--vision-embed-dim", type=int, required=True)
     args = parser.parse_args()
     info = build_tiny_vlm(
-        Path(args.out_dir), corpus_from_jsonl([Path(p) for p in args.corpus]), seed=args.seed,
-        image_size=args.image_size, vocab_size=args.vocab_size, hidden_size=args.hidden_size,
-        num_layers=args.num_layers, num_heads=args.num_heads, vision_depth=args.vision_depth,
-        vision_embed_dim=args.vision_embed_dim)
+        Path(args.out_dir),
+        corpus_from_jsonl([Path(p) for p in args.corpus]),
+        seed=args.seed,
+        image_size=args.image_size,
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        num_heads=args.num_heads,
+        vision_depth=args.vision_depth,
+        vision_embed_dim=args.vision_embed_dim,
+    )
     print(f"tiny model in {args.out_dir}: {info}")
 
 

@@ -28,11 +28,14 @@ def main() -> None:
     write_json(args.out_d_a, [record_to_sft_row(r) for r in splits.d_a])
     write_json(args.out_d_b, [record_to_sft_row(r) for r in splits.d_b])
     for k, pool in enumerate(splits.pools, start=1):
-        write_json(args.pool_pattern.format(k=k), [prompt_row(r.id, r.question, r.image)
-                                                   for r in pool])
+        write_json(
+            args.pool_pattern.format(k=k), [prompt_row(r.id, r.question, r.image) for r in pool]
+        )
     used = len(splits.d_a) + len(splits.d_b) + sum(len(p) for p in splits.pools)
-    print(f"splits from {len(records)} records: D_A {len(splits.d_a)}, D_B {len(splits.d_b)}, "
-          f"pools {[len(p) for p in splits.pools]}, {len(records) - used} unused")
+    print(
+        f"splits from {len(records)} records: D_A {len(splits.d_a)}, D_B {len(splits.d_b)}, "
+        f"pools {[len(p) for p in splits.pools]}, {len(records) - used} unused"
+    )
 
 
 if __name__ == "__main__":

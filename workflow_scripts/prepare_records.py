@@ -30,8 +30,10 @@ def main() -> None:
         sys.exit(f"error: {error}")
     write_jsonl(args.rejects, rejects_to_rows(result.rejects))
     for reject in result.rejects[:20]:
-        print(f"rejected {reject.file} record {reject.record} (id {reject.id}): "
-              f"{reject.field}: {reject.reason}")
+        print(
+            f"rejected {reject.file} record {reject.record} (id {reject.id}): "
+            f"{reject.field}: {reject.reason}"
+        )
     if len(result.rejects) > 20:
         print(f"... and {len(result.rejects) - 20} more in {args.rejects}")
     print(result.summary_line())

@@ -21,9 +21,15 @@ def main() -> None:
     parser.add_argument("--info", required=True)
     args = parser.parse_args()
     config = train_config(
-        model=args.model, dataset=args.name, dataset_dir=Path(args.info).parent,
-        output_dir=args.output_dir, template=args.template, hparams=json.loads(args.hparams),
-        media_dir=os.getcwd(), seed=args.seed)
+        model=args.model,
+        dataset=args.name,
+        dataset_dir=Path(args.info).parent,
+        output_dir=args.output_dir,
+        template=args.template,
+        hparams=json.loads(args.hparams),
+        media_dir=os.getcwd(),
+        seed=args.seed,
+    )
     write_run_files(args.yaml, args.info, config, dataset_info(args.name, args.data))
 
 

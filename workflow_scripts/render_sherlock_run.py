@@ -20,10 +20,18 @@ def main() -> None:
     args = parser.parse_args()
     hparams = {k: v for k, v in json.loads(args.hparams).items() if v is not None}
     perturbation = json.loads(args.perturbation)
-    run = {"model_name_or_path": args.model, "dataset": args.data,
-           "refine_prompt": args.refine_prompt, "perturbation": perturbation,
-           "recipe": perturbation["recipe"], "output_dir": args.output_dir, "seed": args.seed,
-           "save_strategy": "no", "report_to": "none", **hparams}
+    run = {
+        "model_name_or_path": args.model,
+        "dataset": args.data,
+        "refine_prompt": args.refine_prompt,
+        "perturbation": perturbation,
+        "recipe": perturbation["recipe"],
+        "output_dir": args.output_dir,
+        "seed": args.seed,
+        "save_strategy": "no",
+        "report_to": "none",
+        **hparams,
+    }
     Path(args.run_file).write_text(yaml.safe_dump(run, sort_keys=False), encoding="utf-8")
 
 

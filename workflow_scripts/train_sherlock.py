@@ -11,8 +11,10 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True, help="final checkpoint folder")
     args = parser.parse_args()
     summary = train_from_file(args.run_file, args.model_dir)
-    print(f"trained on {summary['records']} preference records, "
-          f"mean training loss {summary['train_loss']:.4f}")
+    print(
+        f"trained on {summary['records']} preference records, "
+        f"mean training loss {summary['train_loss']:.4f}"
+    )
 
 
 if __name__ == "__main__":

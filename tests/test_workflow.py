@@ -1,0 +1,189 @@
+"""The workflow itself: lint, dry runs (default and paper preset), a full tiny run and rebuilds.
+
+The full run builds Stage I and Stage II of the embedded default for real in a temporary
+working directory (about two minutes on two CPU cores), then the other tests read its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sherlock.response import parse_stages
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+PAPER = ROOT / "config" / "presets" / "paper_llama32v.yaml"
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def planned_jobs(workdir: Path, target: str, *args: str) -> dict[str, int]:
+    """Rule → job count of a dry run (empty when there is nothing to do)."""
+    result = snakemake(workdir, "-n", target, "--quiet", "rules", *args)
+    text = result.stdout + result.stderr
+    table = text.split("Job stats:")[-1] if "Job stats:" in text else ""
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M))
+    jobs.pop("total", None)
+    return {rule: int(count) for rule, count in jobs.items()}
+
+
+STAGE_I = {
+    "synthetic_data",
+    "tiny_model",
+    "source_records",
+    "splits",
+    "r0_config",
+    "r0",
+    "sherlock_sft_data",
+    "sft_config",
+    "sft",
+}
+STAGE_II = {"offline_prefs", "offline_config", "offline"}
+
+
+def test_lint_is_clean():
+    result = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dry_run_of_the_default_plans_every_stage(tmp_path):
+    assert set(planned_jobs(tmp_path, "sft")) == STAGE_I
+    assert set(planned_jobs(tmp_path, "offline")) == STAGE_I | STAGE_II
+    assert set(planned_jobs(tmp_path, "r0")) == STAGE_I - {"sherlock_sft_data", "sft_config", "sft"}
+
+
+def test_dry_run_of_the_paper_preset(tmp_path):
+    data = tmp_path / "data" / "LLaVA-CoT-100k"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text("{}\n")  # the plan needs the file to exist, not its content
+    result = snakemake(tmp_path, "-n", "offline", "--configfile", str(PAPER))
+    text = result.stdout
+    jobs = planned_jobs(tmp_path, "offline", "--configfile", str(PAPER))
+    # nothing is built locally: the base model comes from the hub, the data from the user
+    assert set(jobs) == (STAGE_I | STAGE_II) - {"synthetic_data", "tiny_model"}
+    assert "results/paper_llama32v/models/r0" in text
+    # GPU jobs carry their resource tags
+    r0_block = text.split("rule r0:")[1].split("\n\n")[0]
+    assert "gpu=8" in r0_block and "runtime=2880" in r0_block
+
+
+def test_a_bad_config_stops_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sft:\n  r0:\n    lerning_rate: 0.1\n")
+    result = snakemake(tmp_path, "-n", "sft", "--configfile", str(bad), check=False)
+    assert result.returncode != 0
+    assert "sft.r0.lerning_rate: unknown key" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Stage I and Stage II of the embedded default, built for real."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    snakemake(workdir, "--cores", "2", "offline")
+    return workdir
+
+
+def _read(path: Path):
+    return json.loads(path.read_text())
+
+
+def test_stage_one_outputs(built):
+    data = built / "results" / "data"
+    d_b = _read(data / "D_B.json")
+    rows = _read(data / "sherlock_sft.json")
+    assert len(rows) == 2 * len(d_b) == 128
+    direct = [r for r in rows if r["kind"] == "direct"]
+    refine = [r for r in rows if r["kind"] == "refine"]
+    assert len(direct) == len(refine) == len(d_b)
+    template = (ROOT / "sherlock" / "prompts" / "refine.txt").read_text()
+    head = template.split("{Question}")[0]
+    by_id = {r["id"]: r for r in d_b}
+    for row in refine:
+        source = by_id[row["source_id"]]
+        prompt = row["conversations"][0]["value"]
+        assert prompt.startswith("<image>" + head)
+        # built from R0's own answer, and trained towards the annotation
+        assert row["initial_response"] in prompt
+        assert row["initial_model"].endswith("models/r0")
+        assert row["conversations"][1]["value"] == source["conversations"][1]["value"]
+    # D_A, D_B and the pools are disjoint
+    ids = [
+        set(r["id"] for r in _read(data / f"{name}.json"))
+        for name in ("D_A", "D_B", "pool_1", "pool_2")
+    ]
+    assert sum(map(len, ids)) == len(set().union(*ids)) == 256 + 64 + 64 + 64
+    summary = _read(data / "source_summary.json")
+    assert summary["read"] == 480 and summary["rejected"] == 0
+    # the LLaMA-Factory run files are there for a user to read
+    r0_yaml = yaml.safe_load((built / "results" / "llamafactory" / "r0" / "train.yaml").read_text())
+    assert r0_yaml["template"] == "qwen2_vl" and r0_yaml["finetuning_type"] == "full"
+    assert r0_yaml["dataset"] == "sherlock_d_a"
+
+
+@pytest.mark.parametrize("stage", ["r0", "sft", "offline"])
+def test_checkpoints_load_and_answer_in_four_stages(built, stage):
+    from sherlock.generation import GenerationRequest, SamplingParams, load_backend
+
+    model = built / "results" / "models" / stage
+    assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
+    test_rows = [
+        json.loads(line)
+        for line in (built / "results" / "synthetic" / "test.jsonl").read_text().splitlines()[:24]
+    ]
+    requests = [
+        GenerationRequest(
+            r["id"],
+            str(built / "results" / "synthetic" / r["image"]),
+            r["conversations"][0]["value"].replace("<image>", "").strip(),
+        )
+        for r in test_rows
+    ]
+    backend = load_backend("transformers", str(model), batch_size=24, progress=False)
+    answers = backend.generate(requests, SamplingParams(0.0, 1.0, 160, 0))
+    well_formed = sum(parse_stages(a) is not None for a in answers)
+    assert well_formed >= 0.9 * len(answers), answers[:3]
+
+
+def test_second_run_does_nothing_and_a_parameter_change_reruns_exactly_its_dependents(built):
+    assert planned_jobs(built, "offline") == {}
+    override = built / "override.yaml"
+    override.write_text("sft:\n  sherlock_sft:\n    num_train_epochs: 5\n")
+    assert set(planned_jobs(built, "sft", "--configfile", str(override))) == {"sft_config", "sft"}
+    override.write_text("sft:\n  r0:\n    learning_rate: 0.002\n")
+    assert set(planned_jobs(built, "sft", "--configfile", str(override))) == {
+        "r0_config",
+        "r0",
+        "sherlock_sft_data",
+        "sft_config",
+        "sft",
+    }
+    override.write_text("generation:\n  sherlock_sft:\n    temperature: 0.9\n")
+    assert set(planned_jobs(built, "offline", "--configfile", str(override))) == {
+        "sherlock_sft_data",
+        "sft_config",
+        "sft",
+        "offline_prefs",
+        "offline_config",
+        "offline",
+    }
