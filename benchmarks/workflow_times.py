@@ -27,11 +27,16 @@ def timed(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def build_time(target: str, cores: int) -> float:
+def build_time(target: str, cores: int) -> tuple[float, dict[str, float]]:
+    """Wall time of the whole build, and each job's own seconds (Snakemake's benchmark files)."""
     with tempfile.TemporaryDirectory() as workdir:
-        return timed(
+        total = timed(
             [*SNAKEMAKE, "--directory", workdir, "--cores", str(cores), target], Path(workdir)
         )
+        per_rule = {}
+        for tsv in sorted((Path(workdir) / "results" / "benchmarks").glob("*.tsv")):
+            per_rule[tsv.stem] = float(tsv.read_text().splitlines()[1].split("\t")[0])
+        return total, per_rule
 
 
 def paper_dry_run_time(target: str) -> float:
@@ -53,8 +58,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dry-repeats", type=int, default=5)
     args = parser.parse_args()
-    builds = [build_time(args.target, args.cores) for _ in range(args.repeats)]
+    runs = [build_time(args.target, args.cores) for _ in range(args.repeats)]
+    builds = [total for total, _ in runs]
     dry = [paper_dry_run_time(args.target) for _ in range(args.dry_repeats)]
+    for rule in runs[0][1]:
+        samples = [per_rule[rule] for _, per_rule in runs]
+        print(f"  job {rule:18s} median {statistics.median(samples):6.1f} s")
     print(
         f"from-scratch tiny `{args.target}` (--cores {args.cores}): median "
         f"{statistics.median(builds):.1f} s; samples {[round(t, 1) for t in builds]}"

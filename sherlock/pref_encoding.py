@@ -63,55 +63,83 @@ def end_of_turn_id(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
+def encode_sequences(
+    processor: Any, image: Image.Image, specs: list[SequenceSpec], cutoff_len: int | None = None
+) -> list[dict[str, Any]]:
+    """Token ids, labels and the processor's vision tensors of sequences sharing one image.
+
+    One processor call for all of them: its per-call overhead (keyword validation) costs more
+    than the tokenisation itself. Rows are padded in that call and un-padded here with the
+    attention mask, whichever side the processor pads. Since every row carries the same image,
+    a vision tensor stacked along its first dimension splits into equal per-row chunks.
+    Tensors whose second dimension runs along the tokens (Qwen2-VL's ``mm_token_type_ids``,
+    Llama-3.2-Vision's ``cross_attention_mask``) are extended over the target by repeating their
+    last position.
+    """
+    count = len(specs)
+    prompts = [render_prompt(processor, s.user_text, s.assistant_prefix) for s in specs]
+    encoded = processor(text=prompts, images=[image] * count, padding=True, return_tensors="pt")
+    padded_ids = encoded.pop("input_ids")
+    keep = encoded.pop("attention_mask").bool()
+    tokenizer = getattr(processor, "tokenizer", processor)
+    eot = end_of_turn_id(tokenizer)
+    targets = tokenizer([s.target for s in specs], add_special_tokens=False)["input_ids"]
+    sequences = []
+    for row in range(count):
+        prompt_ids = padded_ids[row][keep[row]]
+        target = torch.tensor([*targets[row], eot], dtype=torch.long)
+        if cutoff_len is not None:
+            room = cutoff_len - len(prompt_ids)
+            if room < 1:
+                raise ValueError(
+                    f"the prompt alone has {len(prompt_ids)} tokens, "
+                    f"more than cutoff_len {cutoff_len}"
+                )
+            target = target[:room]  # policy and reference see the same cut: Δ stays consistent
+        vision, token_aligned = {}, set()
+        for key, value in encoded.items():
+            if not isinstance(value, torch.Tensor) or value.dim() == 0:
+                continue
+            if value.dim() >= 2 and value.shape[0] == count and value.shape[1] == keep.shape[1]:
+                value = value[row][keep[row]].unsqueeze(0)
+                tail = value[:, -1:].expand(-1, len(target), *value.shape[2:])
+                value = torch.cat([value, tail], dim=1)
+                token_aligned.add(key)
+            elif value.shape[0] % count == 0:
+                chunk = value.shape[0] // count
+                value = value[row * chunk : (row + 1) * chunk]
+            else:
+                raise ValueError(
+                    f"cannot split the processor's {key} of shape {tuple(value.shape)} "
+                    f"into {count} sequences"
+                )
+            vision[key] = value
+        sequences.append(
+            {
+                "input_ids": torch.cat([prompt_ids, target]),
+                "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), target]),
+                "vision": vision,
+                "token_aligned": token_aligned,
+            }
+        )
+    return sequences
+
+
 def encode_sequence(
     processor: Any, image: Image.Image, spec: SequenceSpec, cutoff_len: int | None = None
-) -> dict[str, torch.Tensor]:
-    """Token ids, labels and the processor's vision tensors of one sequence.
-
-    Tensors whose second dimension runs along the tokens (e.g. Llama-3.2-Vision's
-    ``cross_attention_mask``) are extended over the target by repeating their last position.
-    """
-    prompt = render_prompt(processor, spec.user_text, spec.assistant_prefix)
-    encoded = processor(text=[prompt], images=[image], return_tensors="pt")
-    prompt_ids = encoded.pop("input_ids")[0]
-    encoded.pop("attention_mask", None)
-    tokenizer = getattr(processor, "tokenizer", processor)
-    target = tokenizer(spec.target, add_special_tokens=False)["input_ids"]
-    target = torch.tensor([*target, end_of_turn_id(tokenizer)], dtype=torch.long)
-    if cutoff_len is not None:
-        room = cutoff_len - len(prompt_ids)
-        if room < 1:
-            raise ValueError(
-                f"the prompt alone has {len(prompt_ids)} tokens, more than cutoff_len {cutoff_len}"
-            )
-        target = target[:room]  # policy and reference see the same cut: Δ stays consistent
-    input_ids = torch.cat([prompt_ids, target])
-    labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), target])
-    vision, token_aligned = {}, set()
-    for key, value in encoded.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        if value.dim() >= 2 and value.shape[0] == 1 and value.shape[1] == len(prompt_ids):
-            tail = value[:, -1:].expand(-1, len(target), *value.shape[2:])
-            value = torch.cat([value, tail], dim=1)
-            token_aligned.add(key)
-        vision[key] = value
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "vision": vision,
-        "token_aligned": token_aligned,
-    }
+) -> dict[str, Any]:
+    """One sequence (see ``encode_sequences``)."""
+    return encode_sequences(processor, image, [spec], cutoff_len)[0]
 
 
 def encode_example(
     processor: Any, example: PreferenceExample, refine_template: str, cutoff_len: int | None = None
-) -> list[dict[str, torch.Tensor]]:
+) -> list[dict[str, Any]]:
     """The ten encoded sequences of one record, in SEQUENCE_NAMES order."""
     with Image.open(example.image) as handle:
         image = handle.convert("RGB")
     specs = sequence_specs(example, refine_template)
-    return [encode_sequence(processor, image, specs[name], cutoff_len) for name in SEQUENCE_NAMES]
+    return encode_sequences(processor, image, [specs[name] for name in SEQUENCE_NAMES], cutoff_len)
 
 
 def collate_sequences(sequences: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, Any]:
@@ -152,8 +180,13 @@ def sequence_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor,
     """Summed target log-probabilities and target token counts, one per sequence."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, use_cache=False).logits[:, :-1]
-    targets = labels[:, 1:]
+    # The LM head runs only from the position predicting the batch's earliest target token on:
+    # the (often long) context before it needs no vocabulary-wide logits.
+    first_target = (labels != IGNORE_INDEX).int().argmax(-1).min().item()
+    start = max(int(first_target) - 1, 0)
+    logits = model(**inputs, use_cache=False, logits_to_keep=labels.shape[1] - start).logits
+    logits = logits[:, :-1]
+    targets = labels[:, start + 1 :]
     mask = targets != IGNORE_INDEX
     # Only target positions go through the (vocabulary-wide) softmax: the context is most of
     # every sequence, and float32 logits over all of it would dominate memory.

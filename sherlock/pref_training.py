@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,24 @@ RUN_KEYS = (
     "perturbation",
     "torch_dtype",
 )
+
+
+def distributed_relaunch(
+    argv: list[str], environ: Mapping[str, str], gpu_count: int | None = None
+) -> list[str] | None:
+    """The ``torchrun`` command that reruns ``argv`` once per visible GPU, or None.
+
+    None when at most one GPU is visible or a launcher (torchrun, accelerate, deepspeed) already
+    started this process, which it announces with ``LOCAL_RANK``.
+    """
+    if "LOCAL_RANK" in environ:
+        return None
+    if gpu_count is None:
+        gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpu_count <= 1:
+        return None
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    return [torchrun, "--standalone", f"--nproc_per_node={gpu_count}", *argv]
 
 
 def split_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], SherlockTrainingArguments]:

@@ -97,13 +97,30 @@ class PreferenceDataset(Dataset):
 
 
 class PreferenceCollator:
-    """B records → one batch of B×10 right-padded sequences (record-major order)."""
+    """B records → one batch of their distinct sequences, right-padded.
+
+    Sequences that are identical within a record are encoded once: when p_w = p_l (always in
+    the offline pairs, whose prefixes are both cut from Y*) A1 = A2 and B1 = B2 under each
+    context, so 6 of the 10 sequences carry all the information. ``sequence_rows`` maps the
+    record-major B×10 sequences (``by_name`` order) to their rows in the batch.
+    """
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = collate_sequences([s for item in items for s in item["sequences"]], self.pad_id)
+        distinct: list[dict[str, Any]] = []
+        rows: list[int] = []
+        for record, item in enumerate(items):
+            seen: dict[tuple, int] = {}
+            for sequence in item["sequences"]:
+                key = (record, *sequence["input_ids"].tolist(), -1, *sequence["labels"].tolist())
+                if key not in seen:
+                    seen[key] = len(distinct)
+                    distinct.append(sequence)
+                rows.append(seen[key])
+        batch = collate_sequences(distinct, self.pad_id)
+        batch["sequence_rows"] = torch.tensor(rows)
         batch["beta_dpo"] = torch.stack([item["beta_dpo"] for item in items])
         batch["beta_sc"] = torch.stack([item["beta_sc"] for item in items])
         batch["index"] = torch.tensor([item["index"] for item in items])
@@ -118,7 +135,15 @@ def by_name(values: torch.Tensor, records: int) -> dict[str, torch.Tensor]:
     return {name: table[:, j] for j, name in enumerate(SEQUENCE_NAMES)}
 
 
-_NON_MODEL_KEYS = ("beta_dpo", "beta_sc", "index", "reference_logps")
+_NON_MODEL_KEYS = ("beta_dpo", "beta_sc", "index", "reference_logps", "sequence_rows")
+
+
+def batch_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ℓ and target token counts of every record's ten sequences (B×10, record-major)."""
+    model_inputs = {k: v for k, v in batch.items() if k not in _NON_MODEL_KEYS}
+    logps, n_tokens = sequence_log_probs(model, model_inputs)
+    rows = batch["sequence_rows"].to(logps.device)
+    return logps[rows], n_tokens[rows]
 
 
 class SherlockTrainer(Trainer):
@@ -168,8 +193,8 @@ class SherlockTrainer(Trainer):
         table = torch.zeros(len(dataset), N_SEQ)
         device = self.args.device
         for batch in loader:
-            inputs = {k: v.to(device) for k, v in batch.items() if k not in _NON_MODEL_KEYS}
-            logps, _ = sequence_log_probs(model, inputs)
+            inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+            logps, _ = batch_log_probs(model, inputs)
             table[batch["index"]] = logps.view(-1, N_SEQ).float().cpu()
         model.train(was_training)
         dataset.reference_logps = table
@@ -184,13 +209,12 @@ class SherlockTrainer(Trainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         records = inputs["beta_dpo"].shape[0]
-        model_inputs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
-        policy_logps, n_tokens = sequence_log_probs(model, model_inputs)
+        policy_logps, n_tokens = batch_log_probs(model, inputs)
         if "reference_logps" in inputs:
             reference_logps = inputs["reference_logps"].to(policy_logps.device).reshape(-1)
         else:
             with torch.no_grad():
-                reference_logps, _ = sequence_log_probs(self.reference_model, model_inputs)
+                reference_logps, _ = batch_log_probs(self.reference_model, inputs)
         policy = by_name(policy_logps, records)
         reference = by_name(reference_logps.to(policy_logps.dtype), records)
         mean_nll = None

@@ -49,3 +49,22 @@ def test_cross_field_rules(config):
     config["source"]["format"] = "llava_cot"
     with pytest.raises(ConfigError, match=r"source\.path: required"):
         validate_config(config, SCHEMA)
+
+
+def test_paper_preset_keeps_the_papers_objective_and_hyper_parameters(config):
+    from sherlock.config import merged
+
+    preset = yaml.safe_load((ROOT / "config" / "presets" / "paper_llama32v.yaml").read_text())
+    paper = _merge(copy.deepcopy(config), preset)
+    offline = merged(paper["preference"]["common"], paper["preference"]["offline"])
+    # METHOD.md §5: β 0.1, β_r 0.025, lr 5e-6, 1 epoch, cosine, no warmup, no SFT term,
+    # 1 per device × 4 accumulation, bf16 with ZeRO-3
+    assert offline["pref_beta"] == 0.1 and offline["pref_beta_refine"] == 0.025
+    assert offline["learning_rate"] == 5e-6 and offline["num_train_epochs"] == 1
+    assert offline["lr_scheduler_type"] == "cosine" and offline["warmup_ratio"] == 0.0
+    assert offline["pref_ftx"] == 0.0  # the tiny default's γ must not leak into the paper run
+    assert offline["per_device_train_batch_size"] == 1
+    assert offline["gradient_accumulation_steps"] == 4
+    assert offline["bf16"] is True and offline["deepspeed"].endswith("ds_z3_offload.json")
+    assert (offline["dpo_coef"], offline["sc_coef"]) == (0.2, 0.8)
+    assert paper["perturbation"]["recipe"] == "paper"
