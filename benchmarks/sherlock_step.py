@@ -79,7 +79,7 @@ def ours_step(model, optimiser, batch, records, ref_table, beta_dpo, beta_sc) ->
     )
     loss.backward()
     optimiser.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def seed_step(model, reference_model, optimiser, batch, records, beta_dpo, beta_sc) -> float:
@@ -95,7 +95,7 @@ def seed_step(model, reference_model, optimiser, batch, records, beta_dpo, beta_
         ref = {m: ref.view(records, len(members))[:, j] for j, m in enumerate(members)}
         loss = seed_group_loss(name, pol, ref, beta_dpo, beta_sc)
         loss.backward()
-        total += float(loss)
+        total += float(loss.detach())
     optimiser.step()
     return total
 

@@ -98,3 +98,17 @@ def preference_hparams(stage):
 def refine_prompt_option():
     refine = config["prompts"]["refine"]
     return f"--refine-prompt {refine}" if refine else ""
+
+
+def generation_options(sampling):
+    """The generation options of a generating job; ``sampling`` names a generation.* section.
+
+    One string, so a change to any of them reruns the job (Snakemake's params trigger).
+    """
+    gen = config["generation"]
+    return (
+        f"--backend {gen['backend']} --batch-size {gen['batch_size']}"
+        f" --max-new-tokens {gen['max_new_tokens']} --dtype {gen['dtype']}"
+        f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
+        f" --seed {config['seed']}"
+    )

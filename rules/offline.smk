@@ -13,13 +13,7 @@ rule offline_prefs:
     params:
         script=script("build_offline_prefs"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
-        backend=config["generation"]["backend"],
-        batch_size=config["generation"]["batch_size"],
-        max_new_tokens=config["generation"]["max_new_tokens"],
-        dtype=config["generation"]["dtype"],
-        temperature=config["generation"]["continuation"]["temperature"],
-        top_p=config["generation"]["continuation"]["top_p"],
-        seed=config["seed"],
+        generation=generation_options("continuation"),
     resources:
         **job_resources("generate"),
     threads: config["resources"]["generate"]["cpus_per_task"]
@@ -30,12 +24,9 @@ rule offline_prefs:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --data {input.data}"
-        " --perturbation {params.perturbation:q} --backend {params.backend}"
-        " --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens}"
-        " --dtype {params.dtype} --temperature {params.temperature} --top-p {params.top_p}"
-        " --seed {params.seed} --image-dir {output.images} --output {output.data}"
-        " --summary {output.summary} > {log} 2>&1"
+        "python {params.script} --model {input.model} --data {input.data} {params.generation}"
+        " --perturbation {params.perturbation:q} --image-dir {output.images}"
+        " --output {output.data} --summary {output.summary} > {log} 2>&1"
 
 
 rule offline_config:

@@ -60,13 +60,7 @@ rule sherlock_sft_data:
         data=res("data", "sherlock_sft.json"),
     params:
         script=script("build_sherlock_sft"),
-        backend=config["generation"]["backend"],
-        batch_size=config["generation"]["batch_size"],
-        max_new_tokens=config["generation"]["max_new_tokens"],
-        dtype=config["generation"]["dtype"],
-        temperature=config["generation"]["sherlock_sft"]["temperature"],
-        top_p=config["generation"]["sherlock_sft"]["top_p"],
-        seed=config["seed"],
+        generation=generation_options("sherlock_sft"),
         refine=refine_prompt_option(),
     resources:
         **job_resources("generate"),
@@ -78,10 +72,7 @@ rule sherlock_sft_data:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --d-b {input.d_b}"
-        " --backend {params.backend} --batch-size {params.batch_size}"
-        " --max-new-tokens {params.max_new_tokens} --dtype {params.dtype}"
-        " --temperature {params.temperature} --top-p {params.top_p} --seed {params.seed}"
+        "python {params.script} --model {input.model} --d-b {input.d_b} {params.generation}"
         " {params.refine} --output {output.data} > {log} 2>&1"
 
 

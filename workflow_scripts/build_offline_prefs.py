@@ -5,7 +5,7 @@ import json
 
 import yaml
 
-from sherlock.generation import SamplingParams, load_backend
+from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
 from sherlock.perturb import PerturbationConfig
 from sherlock.perturbed_pairs import PairSource, generate_pairs, pair_stats, plan_pairs
 from sherlock.sharegpt import read_json, sft_row_to_record, write_json
@@ -13,16 +13,9 @@ from sherlock.sharegpt import read_json, sft_row_to_record, write_json
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True)
+    add_generation_arguments(parser)
     parser.add_argument("--data", required=True, help="annotated split (ShareGPT SFT rows)")
     parser.add_argument("--perturbation", required=True, help="JSON of config 'perturbation'")
-    parser.add_argument("--backend", default="transformers")
-    parser.add_argument("--batch-size", type=int, required=True)
-    parser.add_argument("--max-new-tokens", type=int, required=True)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--temperature", type=float, required=True)
-    parser.add_argument("--top-p", type=float, required=True)
-    parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--image-dir", required=True, help="where perturbed images go")
     parser.add_argument("--output", required=True)
     parser.add_argument("--summary", required=True)
@@ -35,13 +28,8 @@ def main() -> None:
         for r in records
     ]
     planned = plan_pairs(sources, config, args.seed, "offline", args.image_dir)
-    backend = load_backend(args.backend, args.model, batch_size=args.batch_size, dtype=args.dtype)
-    sampling = SamplingParams(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
+    backend = backend_from_args(args)
+    sampling = sampling_from_args(args)
     rows = generate_pairs(planned, backend, sampling, config, model=args.model)
     write_json(args.output, rows)
     stats = pair_stats(rows)

@@ -3,7 +3,8 @@
 import argparse
 import json
 
-from sherlock.generation import GenerationRequest, SamplingParams, load_backend
+from sherlock.generation import GenerationRequest
+from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
 from sherlock.prompts import load_prompt
 from sherlock.sft_data import answer_stats, sherlock_sft_rows
 from sherlock.sharegpt import read_json, sft_row_to_record, write_json
@@ -11,28 +12,16 @@ from sherlock.sharegpt import read_json, sft_row_to_record, write_json
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True)
+    add_generation_arguments(parser)
     parser.add_argument("--d-b", required=True)
-    parser.add_argument("--backend", default="transformers")
-    parser.add_argument("--batch-size", type=int, required=True)
-    parser.add_argument("--max-new-tokens", type=int, required=True)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--temperature", type=float, required=True)
-    parser.add_argument("--top-p", type=float, required=True)
-    parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
 
     d_b = [sft_row_to_record(row, origin=args.d_b) for row in read_json(args.d_b)]
-    backend = load_backend(args.backend, args.model, batch_size=args.batch_size, dtype=args.dtype)
+    backend = backend_from_args(args)
     requests = [GenerationRequest(key=r.id, image=r.image, user_text=r.question) for r in d_b]
-    sampling = SamplingParams(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
+    sampling = sampling_from_args(args)
     answers = dict(zip([r.id for r in d_b], backend.generate(requests, sampling), strict=True))
     rows = sherlock_sft_rows(d_b, answers, load_prompt("refine", args.refine_prompt), args.model)
     write_json(args.output, rows)
