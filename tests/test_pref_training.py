@@ -396,3 +396,48 @@ def test_several_gpus_relaunch_under_torchrun_once() -> None:
     assert distributed_relaunch(argv, {"LOCAL_RANK": "0"}, gpu_count=8) is None  # launched
     assert distributed_relaunch(argv, {}, gpu_count=1) is None
     assert distributed_relaunch(argv, {}, gpu_count=0) is None
+
+
+def test_training_runs_under_torchrun_with_two_processes(
+    tiny_model_dir: Path, tmp_path: Path, examples: list[PreferenceExample]
+) -> None:
+    """The workflow's entry point, launched as on a multi-GPU node (here: 2 CPU processes)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    prefs = tmp_path / "prefs.json"
+    prefs.write_text(json.dumps([preference_row(ex) for ex in examples]))
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_model_dir),
+                "dataset": str(prefs),
+                "output_dir": str(tmp_path / "model.partial"),
+                "per_device_train_batch_size": 2,
+                "num_train_epochs": 1,
+                "learning_rate": 1e-3,
+                "logging_steps": 1,
+                "save_strategy": "no",
+                "report_to": "none",
+            }
+        )
+    )
+    script = Path(__file__).resolve().parents[1] / "workflow_scripts" / "train_sherlock.py"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(run)]
+        + ["--model-dir", str(tmp_path / "model")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = json.loads((tmp_path / "model" / "sherlock_training.json").read_text())
+    # 8 records over 2 processes × 2 per device: 2 optimiser steps, each over 4 records
+    steps = [entry for entry in log["log_history"] if "loss" in entry]
+    assert log["records"] == 8 and len(steps) == 2
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert not (tmp_path / "model.partial").exists()
