@@ -1,6 +1,7 @@
 # The Sherlock workflow (Ding & Zhang, NeurIPS 2025) as one Snakemake DAG of file targets.
 #   snakemake --cores all sft          build Stage I (R0 → sherlock_sft.json → Sherlock-SFT)
 #   snakemake --cores all offline      build Stage II (offline_prefs.json → Offline)
+#   snakemake --cores all iter2        build Stage III up to iteration 2 (the default: iterK)
 #   snakemake -n sft                   show the plan without running anything
 #   snakemake --configfile config/presets/paper_llama32v.yaml ...   the paper's recipe
 import os
@@ -19,10 +20,11 @@ include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sft.smk"
 include: "rules/offline.smk"
+include: "rules/online.smk"
 
 
 rule all:
-    """The furthest stage built so far: Stage II (the Offline checkpoint)."""
+    """The whole pipeline: the model of the last online iteration, M_K."""
     default_target: True
     input:
-        rules.offline.output.model,
+        res("models", f"iter{ITERATIONS[-1]}"),

@@ -112,3 +112,26 @@ def generation_options(sampling):
         f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
         f" --seed {config['seed']}"
     )
+
+
+def policy_for(wildcards):
+    """M_{k-1}: the Offline model for k = 1, else the model of iteration k - 1."""
+    k = int(wildcards.k)
+    return res("models", "offline") if k == 1 else res("models", f"iter{k - 1}")
+
+
+def judge_options():
+    judge = config["online"]["judge"]
+    options = f"--judge {judge['kind']}"
+    if judge["kind"] == "llm":
+        options += (
+            f" --judge-model {judge['model']} --judge-batch-size {judge['batch_size']}"
+            f" --judge-max-new-tokens {judge['max_new_tokens']} --dtype {judge['dtype']}"
+        )
+    return options
+
+
+def judge_model_input():
+    """The llm judge's model as a file dependency when it is a local folder."""
+    judge = config["online"]["judge"]
+    return judge["model"] if judge["kind"] == "llm" and os.path.isdir(judge["model"]) else []

@@ -42,6 +42,11 @@ def cross_field_problems(config: dict) -> list[str]:
                 problems.append(f"source.{key}: required when source.format is {source['format']}")
     if config["base_model"]["path"] == "tiny" and config["base_model"]["template"] != "qwen2_vl":
         problems.append("base_model.template: the tiny model is a Qwen2-VL; use qwen2_vl")
+    judge = config["online"]["judge"]
+    if judge["kind"] == "llm" and not judge.get("model"):
+        problems.append("online.judge.model: required when online.judge.kind is llm")
+    if config["online"]["min_pairs"] > config["online"]["target_pairs"]:
+        problems.append("online.min_pairs: larger than online.target_pairs")
     tiny = config["tiny_model"]
     if tiny["hidden_size"] % tiny["num_heads"]:
         problems.append("tiny_model.hidden_size: must be a multiple of tiny_model.num_heads")

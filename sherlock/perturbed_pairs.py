@@ -94,8 +94,12 @@ def generate_pairs(
     sampling: SamplingParams,
     config: PerturbationConfig,
     model: str,
+    provenance: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Continue every rejected prefix on its perturbed image, in batches; build the records."""
+    """Continue every rejected prefix on its perturbed image, in batches; build the records.
+
+    ``provenance`` (e.g. the online iteration) is added to every record.
+    """
     requests = [
         GenerationRequest(
             key=p.source.id,
@@ -129,6 +133,7 @@ def generate_pairs(
                 recipe=config.recipe,
                 random_pixels=pair.perturbation.random_pixels,
                 perturbed_image=pair.perturbed_image,
+                **(provenance or {}),
             )
         )
     return rows

@@ -32,7 +32,9 @@ class SherlockTrainingArguments(TrainingArguments):
     pref_beta_refine: float = field(
         default=0.025, metadata={"help": "β_r of the self-correction terms (reference recipe)"}
     )
-    pref_ftx: float = field(default=0.0, metadata={"help": "γ: SFT (mean NLL) coefficient"})
+    pref_ftx: float = field(
+        default=0.0, metadata={"help": "γ: coefficient of the chosen targets' mean-token NLL"}
+    )
     dpo_coef: float = field(default=0.2, metadata={"help": "weight of L_dpo"})
     sc_coef: float = field(default=0.8, metadata={"help": "weight of L_ref,l + L_ref,w"})
     recipe: str = field(default="reference", metadata={"help": "reference | paper (METHOD §4)"})
@@ -146,6 +148,21 @@ def batch_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, to
     return logps[rows], n_tokens[rows]
 
 
+# The sequences whose target is the preferred text: Y_w itself, and s_w after p_w or p_l under
+# both REFINE contexts. γ's NLL covers all of them, so the SFT term also keeps the model fluent
+# at answering REFINE prompts, which Stage III asks of it.
+CHOSEN_TARGETS = ("direct_w", "l_A1", "l_A2", "w_A1", "w_A2")
+
+
+def chosen_mean_nll(
+    policy: dict[str, torch.Tensor], n_tokens: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Per record: the mean-token NLL over the tokens of every chosen-side target."""
+    total = sum(policy[name] for name in CHOSEN_TARGETS)
+    count = sum(n_tokens[name] for name in CHOSEN_TARGETS)
+    return -total / count.clamp(min=1).to(total.dtype)
+
+
 class SherlockTrainer(Trainer):
     """transformers.Trainer with the Sherlock objective as its loss."""
 
@@ -219,8 +236,7 @@ class SherlockTrainer(Trainer):
         reference = by_name(reference_logps.to(policy_logps.dtype), records)
         mean_nll = None
         if self.args.pref_ftx > 0:
-            # γ·mean-token NLL of the chosen response (the direct_w target)
-            mean_nll = -policy["direct_w"] / by_name(n_tokens, records)["direct_w"].clamp(min=1)
+            mean_nll = chosen_mean_nll(policy, by_name(n_tokens, records))
         loss, metrics = sherlock_loss(
             policy,
             reference,

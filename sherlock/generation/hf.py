@@ -169,3 +169,63 @@ class TransformersBackend(GenerationBackend):
             bar.update(len(batch))
         bar.close()
         return outputs
+
+
+class TransformersTextBackend:
+    """Batched text-only chat generation with ``AutoModelForCausalLM`` (the llm judge)."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        batch_size: int = 8,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        progress: bool = True,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.progress = progress
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        if self.tokenizer.chat_template is None:
+            raise ValueError(f"{model_path}: the judge model's tokenizer has no chat template")
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=self.dtype)
+        self.model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def generate_text(self, user_texts: Sequence[str], sampling: SamplingParams) -> list[str]:
+        """The assistant's reply to each user message, in order."""
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        replies: list[str] = []
+        starts = range(0, len(user_texts), self.batch_size)
+        for index, start in enumerate(tqdm(starts, desc="judge", disable=not self.progress)):
+            prompts = [
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+                )
+                for text in user_texts[start : start + self.batch_size]
+            ]
+            inputs = self.tokenizer(
+                prompts, padding=True, add_special_tokens=False, return_tensors="pt"
+            ).to(self.device)
+            torch.manual_seed(sampling.seed + index)
+            generated = self.model.generate(**inputs, **kwargs)
+            replies += self.tokenizer.batch_decode(
+                generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+        return replies

@@ -1,0 +1,140 @@
+# Stage III (METHOD.md §7): online self-improvement, one set of rules with the iteration k as a
+# wildcard. M_0 = Offline; iteration k generates with, starts from and is referenced to M_{k-1}.
+
+
+rule candidates:
+    """M_{k-1} answers pool k, then corrects itself three times (REFINE), turn by turn."""
+    input:
+        model=policy_for,
+        pool=res("data", "pool_{k}.json"),
+    output:
+        data=res("online", "iter{k}", "candidates.json"),
+    params:
+        script=script("build_candidates"),
+        generation=generation_options("candidates"),
+        refine=refine_prompt_option(),
+    resources:
+        **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
+    log:
+        res("logs", "candidates_iter{k}.log"),
+    benchmark:
+        res("benchmarks", "candidates_iter{k}.tsv")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --model {input.model} --pool {input.pool} {params.generation}"
+        " --iteration {wildcards.k} {params.refine} --output {output.data} > {log} 2>&1"
+
+
+rule chosen:
+    """Self-consistency: keep the items whose turns 1-3 the judge finds equivalent."""
+    input:
+        candidates=rules.candidates.output.data,
+        judge_model=judge_model_input(),
+    output:
+        data=res("online", "iter{k}", "chosen.json"),
+        summary=res("online", "iter{k}", "chosen_summary.yaml"),
+    params:
+        script=script("select_chosen"),
+        judge=judge_options(),
+        target=config["online"]["target_pairs"],
+        min_pairs=config["online"]["min_pairs"],
+        seed=config["seed"],
+    resources:
+        **job_resources("generate"),
+    log:
+        res("logs", "chosen_iter{k}.log"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --candidates {input.candidates} {params.judge}"
+        " --seed {params.seed} --target {params.target} --min-pairs {params.min_pairs}"
+        " --output {output.data} --summary {output.summary} > {log} 2>&1"
+
+
+rule rejected:
+    """M_{k-1} continues the head of y0 on a perturbed image; the pairs of iteration k."""
+    input:
+        chosen=rules.chosen.output.data,
+        model=policy_for,
+    output:
+        data=res("online", "iter{k}", "rejected.json"),
+        summary=res("online", "iter{k}", "rejected_summary.yaml"),
+        images=directory(res("online", "iter{k}", "perturbed_images")),
+    params:
+        script=script("build_online_prefs"),
+        generation=generation_options("continuation"),
+        perturbation=json.dumps(config["perturbation"], sort_keys=True),
+    resources:
+        **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
+    log:
+        res("logs", "rejected_iter{k}.log"),
+    benchmark:
+        res("benchmarks", "rejected_iter{k}.tsv")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --model {input.model} --chosen {input.chosen} {params.generation}"
+        " --iteration {wildcards.k} --perturbation {params.perturbation:q}"
+        " --image-dir {output.images} --output {output.data} --summary {output.summary}"
+        " > {log} 2>&1"
+
+
+rule iter_config:
+    """Run file of iteration k's training: initialised from and referenced to M_{k-1}."""
+    input:
+        data=rules.rejected.output.data,
+        model=policy_for,
+    output:
+        run=res("runs", "iter{k}", "train.yaml"),
+    params:
+        script=script("render_sherlock_run"),
+        hparams=json.dumps(preference_hparams("online"), sort_keys=True),
+        perturbation=json.dumps(config["perturbation"], sort_keys=True),
+        refine=refine_prompt_option(),
+        seed=config["seed"],
+        scratch=lambda wildcards: res("models", f"iter{wildcards.k}.partial"),
+    log:
+        res("logs", "iter_config_iter{k}.log"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --model {input.model} --data {input.data}"
+        " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
+        " --seed {params.seed} --output-dir {params.scratch} --run-file {output.run} > {log} 2>&1"
+
+
+rule iter_model:
+    """M_k: Sherlock preference training on iteration k's pairs."""
+    input:
+        run=rules.iter_config.output.run,
+        data=rules.rejected.output.data,
+        model=policy_for,
+    output:
+        model=directory(res("models", "iter{k}")),
+    params:
+        script=script("train_sherlock"),
+    resources:
+        **job_resources("train"),
+    threads: config["resources"]["train"]["cpus_per_task"]
+    log:
+        res("logs", "iter{k}.log"),
+    benchmark:
+        res("benchmarks", "iter{k}.tsv")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} {input.run} --model-dir {output.model} > {log} 2>&1"
+
+
+# `snakemake iter1`, `snakemake iter2`, ...: one named target per configured iteration.
+for _k in ITERATIONS:
+
+    rule:
+        name:
+            f"iter{_k}"
+        localrule: True
+        input:
+            res("models", f"iter{_k}"),

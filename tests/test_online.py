@@ -1,0 +1,190 @@
+"""Stage III data: judges, candidate generation turn by turn, and the chosen selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
+from sherlock.judge import (
+    JudgeItem,
+    exact_equivalent,
+    judge_prompt,
+    llm_equivalent,
+    says_yes,
+)
+from sherlock.online import generate_candidates, select_chosen
+from sherlock.prompts import load_prompt, refine_prompt
+from sherlock.records import Record
+
+JUDGE_PROMPT = load_prompt("consistency_judge")
+REFINE = load_prompt("refine")
+
+
+def response(answer: str | None, caption: str = "c") -> str:
+    head = f"<SUMMARY>s</SUMMARY><CAPTION>{caption}</CAPTION><REASONING>r</REASONING>"
+    return head if answer is None else head + f"<CONCLUSION>{answer}</CONCLUSION>"
+
+
+# -- judges ------------------------------------------------------------------------------------
+
+
+def test_exact_judge_normalises_case_space_and_full_stops() -> None:
+    items = [
+        JudgeItem("q", ("Purple.", " purple", "PURPLE")),
+        JudgeItem("q", ("two  circles", "Two circles.", "two circles")),
+        JudgeItem("q", ("red", "red", "purple")),
+        JudgeItem("q", ("3", "three", "3")),  # exact means exact: no number words
+    ]
+    assert exact_equivalent(items) == [True, True, False, False]
+
+
+def test_judge_prompt_fills_every_slot_once() -> None:
+    item = JudgeItem("Which {answer1}?", ("A {question}", "B", "C"))
+    text = judge_prompt(JUDGE_PROMPT, item)
+    assert "[QUESTION]:\nWhich {answer1}?" in text
+    assert "[ANSWER1]:\nA {question}\n[ANSWER2]:\nB\n[ANSWER3]:\nC" in text
+    with pytest.raises(ValueError, match=r"\{answer3\}"):
+        judge_prompt("{question} {answer1} {answer2}", item)
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [("Yes", True), ("yes.", True), ("YES, all three agree", True), ("No", False), ("", False)],
+)
+def test_llm_judge_reply_parsing(reply: str, verdict: bool) -> None:
+    assert says_yes(reply) is verdict
+
+
+def test_llm_judge_batches_its_prompts_and_checks_the_count() -> None:
+    items = [JudgeItem("q1", ("a", "a", "a")), JudgeItem("q2", ("a", "b", "a"))]
+    seen: list[list[str]] = []
+
+    def fake_model(prompts: list[str]) -> list[str]:
+        seen.append(prompts)
+        return ["Yes", "No, the second differs"]
+
+    verdicts, replies = llm_equivalent(items, JUDGE_PROMPT, fake_model)
+    assert verdicts == [True, False] and replies[1].startswith("No")
+    assert len(seen) == 1 and seen[0][1] == judge_prompt(JUDGE_PROMPT, items[1])
+    with pytest.raises(RuntimeError, match="answered 1 of 2"):
+        llm_equivalent(items, JUDGE_PROMPT, lambda prompts: ["Yes"])
+
+
+def test_llm_judge_runs_a_real_text_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A tiny random Qwen2 causal LM with the tiny tokenizer: the plumbing, not the verdicts."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from sherlock.generation.hf import TransformersTextBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    backend = TransformersTextBackend(str(tmp_path), batch_size=2, progress=False)
+    items = [JudgeItem(f"q{i}", ("a", "a", "b")) for i in range(3)]
+    greedy = SamplingParams(0.0, 1.0, 5, 0)
+    verdicts, replies = llm_equivalent(
+        items, JUDGE_PROMPT, lambda prompts: backend.generate_text(prompts, greedy)
+    )
+    assert len(verdicts) == len(replies) == 3
+    assert all(isinstance(reply, str) for reply in replies)
+    assert verdicts == [says_yes(reply) for reply in replies]
+
+
+# -- candidates --------------------------------------------------------------------------------
+
+
+class ScriptedBackend(GenerationBackend):
+    """Answers turn t of item n with a fixed response; records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[GenerationRequest], SamplingParams]] = []
+
+    def generate(self, requests, sampling):
+        self.calls.append((list(requests), sampling))
+        turn = len(self.calls) - 1
+        return [response(f"{r.key}-t{turn}") for r in requests]
+
+
+def test_candidates_refine_each_previous_turn_in_one_batch_per_turn() -> None:
+    items = [Record("a", "a.png", "Q a?", "unused"), Record("b", "b.png", "Q b?", "unused")]
+    backend = ScriptedBackend()
+    sampling = SamplingParams(0.7, 1.0, 32, 5)
+    rows = generate_candidates(backend, items, REFINE, sampling, {"iteration": 2, "model": "m1"})
+    assert len(backend.calls) == 4  # y0 + three corrections, all items per call
+    assert [r.user_text for r in backend.calls[0][0]] == ["Q a?", "Q b?"]
+    for turn in (1, 2, 3):
+        requests = backend.calls[turn][0]
+        expected = refine_prompt(REFINE, "Q a?", response(f"a-t{turn - 1}"))
+        assert requests[0].user_text == expected and requests[0].image == "a.png"
+    seeds = [call[1].seed for call in backend.calls]
+    assert len(set(seeds)) == 4  # a different stream per turn
+    assert rows[1]["turns"] == [response(f"b-t{t}") for t in range(4)]
+    assert rows[1]["answers"] == [f"b-t{t}" for t in range(4)]
+    assert rows[0]["iteration"] == 2 and rows[0]["model"] == "m1"
+    assert rows[0]["images"] == ["a.png"] and rows[0]["question"] == "Q a?"
+
+
+# -- chosen ------------------------------------------------------------------------------------
+
+
+def candidate(name: str, turns: list[str]) -> dict:
+    from sherlock.response import extract_answer
+
+    return {
+        "id": name,
+        "question": f"{name}?",
+        "turns": turns,
+        "answers": [extract_answer(t) for t in turns],
+    }
+
+
+def test_selection_keeps_consistent_items_and_counts_every_other_one() -> None:
+    ok = [response("red"), response("blue"), response("Blue."), response("blue")]
+    candidates = [
+        candidate("keep1", ok),
+        candidate("no_conclusion", [ok[0], ok[1], response(None), ok[3]]),
+        candidate("bad_y3", [ok[0], ok[1], ok[2], "<CONCLUSION>blue</CONCLUSION>"]),
+        candidate("bad_y0", ["<CONCLUSION>red</CONCLUSION>", *ok[1:]]),
+        candidate("disagree", [ok[0], ok[1], response("red"), ok[3]]),
+        candidate("keep2", ok),
+        candidate("over", ok),
+    ]
+    judged: list[list[JudgeItem]] = []
+
+    def judge(items):
+        judged.append(items)
+        return exact_equivalent(items)
+
+    kept, summary = select_chosen(candidates, judge, target=2)
+    assert [c["id"] for c in kept] == ["keep1", "keep2"]
+    # the judge saw only the screened items, with the answers of turns 1-3
+    assert [item.question for item in judged[0]] == ["keep1?", "disagree?", "keep2?", "over?"]
+    assert judged[0][0].answers == ("blue", "Blue.", "blue")
+    assert summary["candidates"] == 7 and summary["kept"] == 2
+    assert summary["acceptance_rate"] == round(2 / 7, 4)
+    assert summary["not_kept"] == {
+        "beyond the target count": 1,
+        "turn 2 has no CONCLUSION": 1,
+        "turns 1-3 judged not equivalent": 1,
+        "y0 is not in the four-stage format (its head cannot be cut)": 1,
+        "y3 (the chosen response) is not in the four-stage format": 1,
+    }
+
+
+def test_selection_of_nothing_is_reported_not_an_error() -> None:
+    kept, summary = select_chosen([], exact_equivalent, target=5)
+    assert kept == [] and summary["candidates"] == 0 and summary["acceptance_rate"] == 0.0

@@ -1,0 +1,37 @@
+"""Stage III candidates: M_{k-1} answers pool k, then corrects itself three times (batched)."""
+
+import argparse
+
+from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
+from sherlock.online import generate_candidates
+from sherlock.prompts import load_prompt
+from sherlock.sharegpt import read_json, sft_row_to_record, write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_generation_arguments(parser)
+    parser.add_argument("--pool", required=True, help="pool_k.json (question + image rows)")
+    parser.add_argument("--iteration", type=int, required=True)
+    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+
+    items = [sft_row_to_record(row, origin=args.pool) for row in read_json(args.pool)]
+    rows = generate_candidates(
+        backend_from_args(args),
+        items,
+        load_prompt("refine", args.refine_prompt),
+        sampling_from_args(args),
+        provenance={"iteration": args.iteration, "model": args.model},
+    )
+    write_json(args.output, rows)
+    with_answer = [sum(row["answers"][t] is not None for row in rows) for t in range(4)]
+    print(
+        f"candidates iter{args.iteration}: {len(rows)} pool items x 4 turns by {args.model}; "
+        f"turns with a CONCLUSION (y0..y3): {with_answer}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Stage III chosen: keep the candidates whose turns 1-3 agree (self-consistency judge)."""
+
+import argparse
+import sys
+from functools import partial
+
+import yaml
+
+from sherlock.generation import SamplingParams
+from sherlock.judge import exact_equivalent, llm_equivalent
+from sherlock.online import select_chosen
+from sherlock.prompts import load_prompt
+from sherlock.sharegpt import read_json, write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--candidates", required=True)
+    parser.add_argument("--judge", choices=["exact", "llm"], required=True)
+    parser.add_argument("--judge-model", default=None, help="llm: a text model folder or hub id")
+    parser.add_argument("--judge-batch-size", type=int, default=8)
+    parser.add_argument("--judge-max-new-tokens", type=int, default=64)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--target", type=int, required=True, help="keep at most this many")
+    parser.add_argument("--min-pairs", type=int, required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--summary", required=True)
+    args = parser.parse_args()
+
+    candidates = read_json(args.candidates)
+    replies: list[str] = []
+    if args.judge == "exact":
+        judge = exact_equivalent
+    else:
+        from sherlock.generation.hf import TransformersTextBackend
+
+        if not args.judge_model:
+            sys.exit("online.judge.model: the llm judge needs a text model")
+        backend = TransformersTextBackend(
+            args.judge_model, batch_size=args.judge_batch_size, dtype=args.dtype
+        )
+        greedy = SamplingParams(0.0, 1.0, args.judge_max_new_tokens, args.seed)
+        template = load_prompt("consistency_judge")
+
+        def judge(items):
+            verdicts, raw = llm_equivalent(
+                items, template, partial(backend.generate_text, sampling=greedy)
+            )
+            replies.extend(raw)
+            return verdicts
+
+    kept, summary = select_chosen(candidates, judge, args.target)
+    summary = {"judge": args.judge, "target": args.target, **summary}
+    if replies:
+        summary["judge_replies_sample"] = replies[:5]
+    print(f"chosen: {yaml.safe_dump(summary, sort_keys=False)}")
+    if len(kept) < args.min_pairs:
+        sys.exit(
+            f"{args.candidates}: the {args.judge} judge kept {len(kept)} pairs from "
+            f"{len(candidates)} candidates, fewer than online.min_pairs = {args.min_pairs}. "
+            f"Not kept: {summary['not_kept']}. Raise splits.pool, lower online.min_pairs, "
+            "or change generation.candidates (sampling) or online.judge."
+        )
+    write_json(args.output, kept)
+    with open(args.summary, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(summary, handle, sort_keys=False)
+
+
+if __name__ == "__main__":
+    main()
