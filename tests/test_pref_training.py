@@ -441,3 +441,19 @@ def test_training_runs_under_torchrun_with_two_processes(
     assert log["records"] == 8 and len(steps) == 2
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert not (tmp_path / "model.partial").exists()
+
+
+def test_sft_term_is_the_mean_token_nll_of_every_chosen_target(
+    tiny_model_dir: Path, tmp_path: Path, processor, examples: list[PreferenceExample]
+) -> None:
+    trainer = _trainer(tiny_model_dir, tmp_path, examples[:2], processor, pref_ftx=0.5)
+    trainer.precompute_reference()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(trainer.model.eval(), batch))
+        logps, counts = batch_log_probs(trainer.model, batch)
+    logps, counts = logps.view(2, -1), counts.view(2, -1)
+    chosen = [SEQUENCE_NAMES.index(n) for n in ("direct_w", "l_A1", "l_A2", "w_A1", "w_A2")]
+    nll = -logps[:, chosen].sum(-1) / counts[:, chosen].sum(-1)  # by hand, per record
+    at_start = 0.2 * torch.log(torch.tensor(2.0)).item() + 1.6  # every Δ is 0
+    assert loss == pytest.approx(at_start + 0.5 * float(nll.mean()), abs=1e-4)

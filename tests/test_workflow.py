@@ -272,14 +272,22 @@ def test_offline_training_lowers_the_loss_from_sft(built):
     assert steps[-1]["rewards/margins"] > 0 and steps[-1]["rewards/accuracies"] > 0.5
 
 
-def test_a_perturbation_change_reruns_stage_two_only(built):
+def test_a_perturbation_or_online_change_reruns_exactly_its_dependents(built):
     override = built / "override_perturbation.yaml"
     override.write_text("perturbation:\n  reference:\n    noise_high: 0.3\n")
     assert set(planned_jobs(built, "offline", "--configfile", str(override))) == STAGE_II
-    # iteration 2's learning rate: only iteration 2's run file and training
+    # the online learning rate: both iterations retrain, and iteration 2's data, which M_1
+    # generates, is rebuilt; Stages I and II and iteration 1's data stay
     override.write_text("preference:\n  online:\n    learning_rate: 0.0002\n")
     jobs = planned_jobs(built, "iter2", "--configfile", str(override))
-    assert jobs == {"iter_config": 2, "iter_model": 2, "iter2": 1}
+    assert jobs == {
+        "iter_config": 2,
+        "iter_model": 2,
+        "candidates": 1,
+        "chosen": 1,
+        "rejected": 1,
+        "iter2": 1,
+    }
 
 
 def test_online_iterations_chain_models_and_keep_the_method_invariants(built):
