@@ -188,3 +188,26 @@ def test_selection_keeps_consistent_items_and_counts_every_other_one() -> None:
 def test_selection_of_nothing_is_reported_not_an_error() -> None:
     kept, summary = select_chosen([], exact_equivalent, target=5)
     assert kept == [] and summary["candidates"] == 0 and summary["acceptance_rate"] == 0.0
+
+
+def test_too_few_pairs_stop_the_run_with_what_to_change(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    ok = [response("red"), response("blue"), response("blue"), response("blue")]
+    rows = [candidate("a", ok), candidate("b", [ok[0], ok[1], response("red"), ok[3]])]
+    path = tmp_path / "candidates.json"
+    path.write_text(json.dumps(rows))
+    script = Path(__file__).resolve().parents[1] / "workflow_scripts" / "select_chosen.py"
+    command = [sys.executable, str(script), "--candidates", str(path), "--judge", "exact"]
+    command += ["--seed", "1", "--target", "10", "--output", str(tmp_path / "chosen.json")]
+    command += ["--summary", str(tmp_path / "summary.yaml")]
+    result = subprocess.run([*command, "--min-pairs", "2"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "kept 1 pairs from 2 candidates, fewer than online.min_pairs = 2" in result.stderr
+    assert "turns 1-3 judged not equivalent" in result.stderr and "splits.pool" in result.stderr
+    assert not (tmp_path / "chosen.json").exists()
+    result = subprocess.run([*command, "--min-pairs", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [row["id"] for row in json.loads((tmp_path / "chosen.json").read_text())] == ["a"]
