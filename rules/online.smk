@@ -42,7 +42,8 @@ rule chosen:
         min_pairs=config["online"]["min_pairs"],
         seed=config["seed"],
     resources:
-        **job_resources("generate"),
+        # only the llm judge runs a model; the exact judge is a few string comparisons
+        **(job_resources("generate") if config["online"]["judge"]["kind"] == "llm" else {}),
     log:
         res("logs", "chosen_iter{k}.log"),
     conda:
