@@ -62,6 +62,26 @@ def load_image(path: str) -> Image.Image:
         return image.convert("RGB")
 
 
+def pad_left(tokenizer: Any) -> None:
+    """Left padding, so generation appends at the right end of every row of a batch."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def decoding_kwargs(sampling: SamplingParams) -> dict[str, Any]:
+    """``generate`` keywords for exactly this sampling: no top-k; greedy unsets the knobs a
+    model's generation config may carry (Qwen's has some)."""
+    if sampling.temperature > 0:
+        return {
+            "do_sample": True,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": 0,
+        }
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
 class TransformersBackend(GenerationBackend):
     """Batched generation with ``AutoModelForImageTextToText`` + ``AutoProcessor``."""
 
@@ -83,10 +103,7 @@ class TransformersBackend(GenerationBackend):
         self.dtype = resolve_dtype(dtype, self.device)
         self.processor = AutoProcessor.from_pretrained(self.model_path)
         self.tokenizer = self.processor.tokenizer
-        # Left padding: generation appends at the right end of every row.
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        pad_left(self.tokenizer)
         self.model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype)
         self.model.to(self.device).eval()
         self.eos_token_ids = self._eos_token_ids()
@@ -127,14 +144,8 @@ class TransformersBackend(GenerationBackend):
             "stop_strings": [CONCLUSION_END],
             "tokenizer": self.tokenizer,
             "repetition_penalty": 1.0,
+            **decoding_kwargs(sampling),
         }
-        if sampling.temperature > 0:
-            kwargs.update(
-                do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0
-            )
-        else:
-            # Unset the sampling knobs a model's generation config may carry (Qwen's has some).
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
     @torch.inference_mode()
@@ -194,9 +205,7 @@ class TransformersTextBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         if self.tokenizer.chat_template is None:
             raise ValueError(f"{model_path}: the judge model's tokenizer has no chat template")
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        pad_left(self.tokenizer)
         self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=self.dtype)
         self.model.to(self.device).eval()
 
@@ -206,11 +215,8 @@ class TransformersTextBackend:
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
+            **decoding_kwargs(sampling),
         }
-        if sampling.temperature > 0:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         replies: list[str] = []
         starts = range(0, len(user_texts), self.batch_size)
         for index, start in enumerate(tqdm(starts, desc="judge", disable=not self.progress)):
