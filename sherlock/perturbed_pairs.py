@@ -8,12 +8,15 @@ prefix + continuation; the record keeps the ORIGINAL image for training.
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PIL import Image
 
 from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
@@ -28,6 +31,7 @@ from sherlock.perturb import (
 )
 from sherlock.preference import PreferenceExample, preference_row
 from sherlock.response import CONCLUSION_END, extract_answer
+from sherlock.sharegpt import write_json
 
 
 @dataclass(frozen=True)
@@ -154,3 +158,30 @@ def pair_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
             for row, r in zip(rows, rejected, strict=True)
         ),
     }
+
+
+def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every pair-building script takes besides generation (rules fill them)."""
+    parser.add_argument("--perturbation", required=True, help="JSON of config 'perturbation'")
+    parser.add_argument("--image-dir", required=True, help="where perturbed images go")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--summary", required=True)
+
+
+def build_pair_file(
+    args: argparse.Namespace,
+    sources: list[PairSource],
+    backend: GenerationBackend,
+    sampling: SamplingParams,
+    purpose: str,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Plan, generate and write the pairs of ``sources`` and their summary; return the summary."""
+    config = PerturbationConfig.from_dict(json.loads(args.perturbation))
+    planned = plan_pairs(sources, config, args.seed, purpose, args.image_dir)
+    rows = generate_pairs(planned, backend, sampling, config, args.model, provenance)
+    write_json(args.output, rows)
+    stats = pair_stats(rows)
+    with open(args.summary, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(stats, handle, sort_keys=False)
+    return {"recipe": config.recipe, **stats}

@@ -82,7 +82,21 @@ def decoding_kwargs(sampling: SamplingParams) -> dict[str, Any]:
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
-class TransformersBackend(GenerationBackend):
+class _BatchSettings:
+    """Batch size, device, dtype and progress display shared by the transformers backends."""
+
+    def _set_batching(
+        self, batch_size: int, device: str, dtype: str | torch.dtype, progress: bool
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.progress = progress
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+
+
+class TransformersBackend(GenerationBackend, _BatchSettings):
     """Batched generation with ``AutoModelForImageTextToText`` + ``AutoProcessor``."""
 
     def __init__(
@@ -94,13 +108,8 @@ class TransformersBackend(GenerationBackend):
         dtype: str | torch.dtype = "auto",
         progress: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._set_batching(batch_size, device, dtype, progress)
         self.model_path = str(model_path)
-        self.batch_size = batch_size
-        self.progress = progress
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
         self.processor = AutoProcessor.from_pretrained(self.model_path)
         self.tokenizer = self.processor.tokenizer
         pad_left(self.tokenizer)
@@ -182,7 +191,7 @@ class TransformersBackend(GenerationBackend):
         return outputs
 
 
-class TransformersTextBackend:
+class TransformersTextBackend(_BatchSettings):
     """Batched text-only chat generation with ``AutoModelForCausalLM`` (the llm judge)."""
 
     def __init__(
@@ -196,12 +205,7 @@ class TransformersTextBackend:
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.progress = progress
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self._set_batching(batch_size, device, dtype, progress)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         if self.tokenizer.chat_template is None:
             raise ValueError(f"{model_path}: the judge model's tokenizer has no chat template")
