@@ -2,6 +2,8 @@
 #   snakemake --cores all sft          build Stage I (R0 → sherlock_sft.json → Sherlock-SFT)
 #   snakemake --cores all offline      build Stage II (offline_prefs.json → Offline)
 #   snakemake --cores all iter2        build Stage III up to iteration 2 (the default: iterK)
+#   snakemake --cores all              everything: iterK, evaluation of every checkpoint, figures
+#   snakemake --report report.html     the report of a finished run (scores, data, training)
 #   snakemake -n sft                   show the plan without running anything
 #   snakemake --configfile config/presets/paper_llama32v.yaml ...   the paper's recipe
 import os
@@ -15,16 +17,22 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sft.smk"
 include: "rules/offline.smk"
 include: "rules/online.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
-    """The whole pipeline: the model of the last online iteration, M_K."""
+    """The whole pipeline: M_K (the last online iteration), every checkpoint evaluated, and
+    every figure of the report."""
     default_target: True
     input:
         res("models", f"iter{ITERATIONS[-1]}"),
+        rules.report_figures.input,

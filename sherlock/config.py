@@ -47,6 +47,18 @@ def cross_field_problems(config: dict) -> list[str]:
         problems.append("online.judge.model: required when online.judge.kind is llm")
     if config["online"]["min_pairs"] > config["online"]["target_pairs"]:
         problems.append("online.min_pairs: larger than online.target_pairs")
+    evaluation = config["evaluation"]
+    known = {"base", "r0", "sft", "offline"} | {
+        f"iter{k}" for k in range(1, config["online"]["iterations"] + 1)
+    }
+    for name in evaluation["checkpoints"] or []:
+        if name not in known:
+            problems.append(
+                f"evaluation.checkpoints: {name!r} is not a checkpoint of this run "
+                f"(known: {', '.join(sorted(known))})"
+            )
+    if source["format"] == "synthetic" and "heldout" in evaluation["benchmarks"]:
+        problems.append("evaluation.benchmarks.heldout: the name is taken by the synthetic split")
     tiny = config["tiny_model"]
     if tiny["hidden_size"] % tiny["num_heads"]:
         problems.append("tiny_model.hidden_size: must be a multiple of tiny_model.num_heads")

@@ -9,16 +9,15 @@ reason.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
+from sherlock.generation import GenerationBackend, SamplingParams
 from sherlock.judge import JudgeItem
-from sherlock.prompts import refine_prompt
 from sherlock.records import Record
 from sherlock.response import extract_answer, parse_stages
+from sherlock.self_correct import Question, self_correct
 
 CORRECTION_TURNS = 3
 
@@ -30,24 +29,9 @@ def generate_candidates(
     sampling: SamplingParams,
     provenance: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """y0 … y3 for every item; turn t is one batched call (its seed offset by t)."""
-    turns: list[list[str]] = [[] for _ in items]
-    for turn in range(CORRECTION_TURNS + 1):
-        requests = [
-            GenerationRequest(
-                key=item.id,
-                image=item.image,
-                user_text=(
-                    item.question
-                    if turn == 0
-                    else refine_prompt(refine_template, item.question, history[-1])
-                ),
-            )
-            for item, history in zip(items, turns, strict=True)
-        ]
-        turn_sampling = dataclasses.replace(sampling, seed=sampling.seed + 1_000_003 * turn)
-        for history, response in zip(turns, backend.generate(requests, turn_sampling), strict=True):
-            history.append(response)
+    """y0 … y3 for every item; each turn is one batched call (sherlock.self_correct)."""
+    questions = [Question(item.id, item.image, item.question) for item in items]
+    histories = self_correct(backend, questions, refine_template, sampling, CORRECTION_TURNS)
     return [
         {
             "id": item.id,
@@ -57,7 +41,7 @@ def generate_candidates(
             "answers": [extract_answer(response) for response in history],
             **provenance,
         }
-        for item, history in zip(items, turns, strict=True)
+        for item, history in zip(items, histories, strict=True)
     ]
 
 

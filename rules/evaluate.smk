@@ -1,0 +1,208 @@
+# Evaluation (METHOD.md §9) and the report: every checkpoint answers every benchmark directly and
+# after each self-correction turn; the scores, data statistics and training curves go into
+# `snakemake --report report.html`.
+
+import re
+import shlex
+
+EVALUATION = config["evaluation"]
+CHECKPOINTS = EVALUATION["checkpoints"] or [
+    "base", "r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)
+]
+TRAINED = ["r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)]
+BENCHMARKS = {
+    **({"heldout": {"path": res("eval", "benchmarks", "heldout.jsonl"), "image_root": None}}
+       if SYNTHETIC else {}),
+    **EVALUATION["benchmarks"],
+}
+
+
+def checkpoint_path(name):
+    return base_model_path() if name == "base" else res("models", name)
+
+
+def checkpoint_input(wildcards):
+    return base_model_input() if wildcards.checkpoint == "base" else res("models", wildcards.checkpoint)
+
+
+def image_root_option(wildcards):
+    root = BENCHMARKS[wildcards.benchmark].get("image_root")
+    return f"--image-root {shlex.quote(root)}" if root else ""
+
+
+rule heldout_benchmark:
+    """The synthetic held-out split in the benchmark form (image, question, answer)."""
+    input:
+        test=rules.synthetic_data.output.test,
+    output:
+        benchmark=res("eval", "benchmarks", "heldout.jsonl"),
+    params:
+        script=script("build_heldout_benchmark"),
+        image_root=lambda wildcards, input: os.path.dirname(input.test),
+    log:
+        log_file("heldout_benchmark"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --source {input.test} --image-root {params.image_root:q}"
+        " --output {output.benchmark} > {log} 2>&1"
+
+
+rule evaluate:
+    """One checkpoint on one benchmark: the direct answer and every self-correction turn."""
+    input:
+        model=checkpoint_input,
+        benchmark=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],
+    output:
+        responses=res("eval", "{benchmark}", "{checkpoint}_responses.json"),
+        summary=res("eval", "{benchmark}", "{checkpoint}_scores.json"),
+    wildcard_constraints:
+        checkpoint="|".join(CHECKPOINTS),
+        benchmark="|".join(re.escape(name) for name in BENCHMARKS),
+    params:
+        script=script("evaluate_checkpoint"),
+        model=lambda wildcards: checkpoint_path(wildcards.checkpoint),
+        generation=generation_options("evaluation"),
+        rounds=EVALUATION["rounds"],
+        max_items=f"--max-items {EVALUATION['max_items']}" if EVALUATION["max_items"] else "",
+        image_root=image_root_option,
+        refine=refine_prompt_option(),
+    resources:
+        **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
+    log:
+        res("logs", "evaluate_{benchmark}_{checkpoint}.log"),
+    benchmark:
+        res("benchmarks", "evaluate_{benchmark}_{checkpoint}.tsv")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --model {params.model:q} {params.generation}"
+        " --checkpoint-name {wildcards.checkpoint} --benchmark {input.benchmark:q}"
+        " --benchmark-name {wildcards.benchmark} {params.image_root} --rounds {params.rounds}"
+        " {params.max_items} {params.refine}"
+        " --responses {output.responses} --summary {output.summary} > {log} 2>&1"
+
+
+# Without a benchmark (a real source and no evaluation.benchmarks) there is nothing to score.
+if BENCHMARKS:
+
+    rule accuracy_table:
+        """Accuracy of every checkpoint, direct and per correction turn: tidy table, paper-style
+        table and the per-turn figure."""
+        input:
+            summaries=expand(
+                rules.evaluate.output.summary, benchmark=list(BENCHMARKS), checkpoint=CHECKPOINTS
+            ),
+        output:
+            parquet=res("eval", "accuracy.parquet"),
+            csv=res("eval", "accuracy.csv"),
+            json=res("eval", "accuracy.json"),
+            html=report(
+                res("eval", "accuracy_table.html"),
+                caption="../report/accuracy_table.rst",
+                category="3. Evaluation",
+                labels={"figure": "accuracy table"},
+            ),
+            figure=report(
+                res("eval", "accuracy_by_turn.png"),
+                caption="../report/accuracy_by_turn.rst",
+                category="3. Evaluation",
+                labels={"figure": "accuracy by turn"},
+            ),
+        params:
+            script=script("accuracy_table"),
+            checkpoints=",".join(CHECKPOINTS),
+        log:
+            log_file("accuracy_table"),
+        conda:
+            "../envs/train.yaml"
+        shell:
+            "python {params.script} {input.summaries} --checkpoints {params.checkpoints}"
+            " --parquet {output.parquet} --csv {output.csv} --json {output.json}"
+            " --html {output.html} --figure {output.figure} > {log} 2>&1"
+
+
+    rule evaluation:
+        """Every checkpoint scored on every benchmark (`snakemake --cores all evaluation`)."""
+        localrule: True
+        input:
+            rules.accuracy_table.output,
+
+
+rule training_curves:
+    """Loss, reward margins and reward accuracies of one training stage, from its checkpoint."""
+    input:
+        model=res("models", "{stage}"),
+    output:
+        figure=report(
+            res("report", "training_{stage}.png"),
+            caption="../report/training_curves.rst",
+            category="2. Training",
+            labels={"stage": "{stage}"},
+        ),
+    wildcard_constraints:
+        stage="|".join(TRAINED),
+    params:
+        script=script("training_curves"),
+    log:
+        res("logs", "training_curves_{stage}.log"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --model {input.model} --stage {wildcards.stage}"
+        " --output {output.figure} > {log} 2>&1"
+
+
+rule data_report:
+    """Records in and out of every data step, perturbation histograms, online acceptance."""
+    input:
+        source_summary=rules.source_records.output.summary,
+        splits=[rules.splits.output.d_a, rules.splits.output.d_b, *rules.splits.output.pools],
+        sherlock_sft=rules.sherlock_sft_data.output.data,
+        offline_source=offline_source_split(),
+        offline_pairs=rules.offline_prefs.output.data,
+        chosen=expand(rules.chosen.output.summary, k=ITERATIONS),
+        online_pairs=expand(rules.rejected.output.data, k=ITERATIONS),
+    output:
+        table_html=report(
+            res("report", "data_stages.html"),
+            caption="../report/data_stages.rst",
+            category="1. Data",
+            labels={"figure": "records per step"},
+        ),
+        table_csv=res("report", "data_stages.csv"),
+        perturbations=report(
+            res("report", "perturbations.png"),
+            caption="../report/perturbations.rst",
+            category="1. Data",
+            labels={"figure": "perturbations"},
+        ),
+        acceptance=report(
+            res("report", "acceptance.png"),
+            caption="../report/acceptance.rst",
+            category="1. Data",
+            labels={"figure": "online acceptance"},
+        ),
+    params:
+        script=script("data_report"),
+    log:
+        log_file("data_report"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python {params.script} --source-summary {input.source_summary}"
+        " --splits {input.splits} --sherlock-sft {input.sherlock_sft}"
+        " --offline-source {input.offline_source} --offline-pairs {input.offline_pairs}"
+        " --chosen-summaries {input.chosen} --online-pairs {input.online_pairs}"
+        " --table-html {output.table_html} --table-csv {output.table_csv}"
+        " --perturbations {output.perturbations} --acceptance {output.acceptance} > {log} 2>&1"
+
+
+rule report_figures:
+    """Everything the report shows: scores, training curves and data statistics."""
+    localrule: True
+    input:
+        rules.accuracy_table.output if BENCHMARKS else [],
+        rules.data_report.output,
+        expand(rules.training_curves.output.figure, stage=TRAINED),

@@ -1,0 +1,53 @@
+"""Gather the evaluation summaries: the tidy accuracy table (parquet, CSV, JSON), the paper-style
+table (HTML) and the accuracy-by-turn figure."""
+
+import argparse
+import json
+
+from sherlock.evaluation import accuracy_frame, accuracy_rows, paper_table
+from sherlock.figures import accuracy_by_turn
+from sherlock.html_table import write_table_page
+from sherlock.stage_log import stage_summary
+
+INTRO = (
+    "Accuracy (%) of each checkpoint: 'direct' is the first answer; 'turn t' the answer after t "
+    "self-correction turns (the REFINE prompt applied to the model's own previous answer); "
+    "'self-corrected' the last turn; 'change' = last turn minus direct, averaged over benchmarks."
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("summaries", nargs="+", help="evaluation summary JSON files")
+    parser.add_argument("--checkpoints", required=True, help="comma-separated pipeline order")
+    parser.add_argument("--parquet", required=True)
+    parser.add_argument("--csv", required=True)
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--html", required=True)
+    parser.add_argument("--figure", required=True)
+    args = parser.parse_args()
+
+    rows = []
+    for path in args.summaries:
+        with open(path, encoding="utf-8") as handle:
+            summary = json.load(handle)
+        rows += accuracy_rows(summary, summary["checkpoint"], summary["benchmark"])
+    frame = accuracy_frame(rows, args.checkpoints.split(","))
+    frame.to_parquet(args.parquet, index=False)
+    frame.to_csv(args.csv, index=False)
+    frame.to_json(args.json, orient="records", indent=1)
+    table = paper_table(frame)
+    write_table_page(table, args.html, "Accuracy by checkpoint and self-correction turn", INTRO)
+    accuracy_by_turn(frame, args.figure)
+    average = table["average"]
+    stage_summary(
+        "accuracy table",
+        "; ".join(
+            f"{name} {row['direct']:.1f}% -> {row.iloc[-2]:.1f}%"
+            for name, row in average.iterrows()
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Score one checkpoint on one benchmark: the direct answer and each self-correction turn."""
+
+import argparse
+import json
+import sys
+
+from sherlock.benchmark import BenchmarkError, read_benchmark
+from sherlock.evaluation import evaluate
+from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
+from sherlock.prompts import load_prompt
+from sherlock.sharegpt import write_json
+from sherlock.stage_log import stage_summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_generation_arguments(parser)
+    parser.add_argument("--checkpoint-name", required=True, help="base, r0, sft, offline, iterK")
+    parser.add_argument("--benchmark", required=True, help="benchmark JSONL (documented form)")
+    parser.add_argument("--benchmark-name", required=True)
+    parser.add_argument("--image-root", default=None, help="default: the benchmark's folder")
+    parser.add_argument("--rounds", type=int, required=True, help="self-correction turns")
+    parser.add_argument("--max-items", type=int, default=None, help="the first N items only")
+    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument("--responses", required=True, help="every item's turns and scores")
+    parser.add_argument("--summary", required=True, help="accuracy per turn (JSON)")
+    args = parser.parse_args()
+
+    try:
+        items = read_benchmark(args.benchmark, args.image_root)
+    except BenchmarkError as error:
+        sys.exit(f"error: {error}")
+    offered = len(items)
+    if args.max_items is not None:
+        items = items[: args.max_items]
+    rows, summary = evaluate(
+        backend_from_args(args),
+        items,
+        load_prompt("refine", args.refine_prompt),
+        sampling_from_args(args),
+        args.rounds,
+    )
+    summary = {
+        "checkpoint": args.checkpoint_name,
+        "benchmark": args.benchmark_name,
+        "model": args.model,
+        "benchmark_file": args.benchmark,
+        "items_in_file": offered,
+        **summary,
+    }
+    write_json(args.responses, rows)
+    with open(args.summary, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1)
+    accuracy = " -> ".join(f"{turn['accuracy']:.1%}" for turn in summary["turns"])
+    stage_summary(
+        f"evaluate {args.checkpoint_name} on {args.benchmark_name}",
+        f"{len(items)}/{offered} items, accuracy direct -> turn {args.rounds}: {accuracy}; "
+        f"no CONCLUSION (direct): {summary['turns'][0]['no_conclusion']}",
+    )
+
+
+if __name__ == "__main__":
+    main()
