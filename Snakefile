@@ -6,6 +6,7 @@
 #   snakemake --report report.html     the report of a finished run (scores, data, training)
 #   snakemake -n sft                   show the plan without running anything
 #   snakemake --configfile config/presets/paper_llama32v.yaml ...   the paper's recipe
+import glob
 import os
 
 from snakemake.utils import min_version
@@ -36,3 +37,12 @@ rule all:
     input:
         res("models", f"iter{ITERATIONS[-1]}"),
         rules.report_figures.input,
+
+
+onsuccess:
+    # One line per finished step (records in/out, acceptance, losses, accuracy), oldest first.
+    from sherlock.stage_log import collect_summaries
+
+    summaries = collect_summaries(glob.glob(res("logs", "*.log")))
+    if summaries:
+        print(f"Summary of the steps logged in {res('logs')}:", *summaries, sep="\n  ")

@@ -122,6 +122,6 @@ def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
     average_block["change"] = average[last] - average[0]
     blocks["average"] = average_block
     table = pd.concat(blocks, axis=1)
-    table.columns.names = [None, None]
-    table.index.name = "checkpoint"
+    table.columns.names = ["checkpoint", None]  # shown in the header's corner
+    table.index.name = None
     return table.round(1)

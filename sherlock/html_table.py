@@ -10,18 +10,28 @@ import pandas as pd
 _STYLE = """
 body { font-family: sans-serif; margin: 1em; }
 table { border-collapse: collapse; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
 th { background: #f3f3f3; }
-td:first-child, th:first-child { text-align: left; }
 p { max-width: 60em; }
 """
 
 
 def write_table_page(
-    frame: pd.DataFrame, path: str | os.PathLike[str], title: str, intro: str = ""
+    frame: pd.DataFrame,
+    path: str | os.PathLike[str],
+    title: str,
+    intro: str = "",
+    index: bool = True,
 ) -> None:
-    """Write ``frame`` with a title and an explanatory paragraph as one HTML file."""
-    body = frame.to_html(na_rep="–", float_format=lambda v: f"{v:.1f}", border=0)
+    """Write ``frame`` with a title and an explanatory paragraph as one HTML file; numbers are
+    right-aligned with one decimal, the row labels shown only with ``index``."""
+    numeric = frame.select_dtypes("number").columns
+    styler = frame.style.format(precision=1, na_rep="–").set_properties(
+        subset=numeric, **{"text-align": "right"}
+    )
+    if not index:
+        styler = styler.hide(axis="index")
+    body = styler.to_html()
     page = (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"

@@ -6,6 +6,7 @@ from sherlock.generation.cli import add_generation_arguments, backend_from_args,
 from sherlock.online import generate_candidates
 from sherlock.prompts import load_prompt
 from sherlock.sharegpt import read_json, sft_row_to_record, write_json
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -27,9 +28,10 @@ def main() -> None:
     )
     write_json(args.output, rows)
     with_answer = [sum(row["answers"][t] is not None for row in rows) for t in range(4)]
-    print(
-        f"candidates iter{args.iteration}: {len(rows)} pool items x 4 turns by {args.model}; "
-        f"turns with a CONCLUSION (y0..y3): {with_answer}"
+    stage_summary(
+        f"candidates iter{args.iteration}",
+        f"{len(rows)} pool items x 4 turns by {args.model}; "
+        f"turns with a CONCLUSION (y0..y3): {with_answer}",
     )
 
 

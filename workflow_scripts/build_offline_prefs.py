@@ -5,6 +5,7 @@ import argparse
 from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
 from sherlock.perturbed_pairs import PairSource, add_pair_arguments, build_pair_file
 from sherlock.sharegpt import read_json, sft_row_to_record
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     stats = build_pair_file(
         args, sources, backend_from_args(args), sampling_from_args(args), "offline"
     )
-    print(f"offline_prefs: {len(records)} records -> {stats['records']} pairs; {stats}")
+    stage_summary("offline prefs", f"{len(records)} records -> {stats['records']} pairs; {stats}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import argparse
 from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
 from sherlock.perturbed_pairs import PairSource, add_pair_arguments, build_pair_file
 from sherlock.sharegpt import read_json
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
         f"online-iter{args.iteration}",
         provenance={"iteration": args.iteration},
     )
-    print(f"online_prefs iter{args.iteration}: {len(chosen)} chosen -> {stats}")
+    stage_summary(f"rejected iter{args.iteration}", f"{len(chosen)} chosen -> {stats}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from sherlock.generation.cli import add_generation_arguments, backend_from_args,
 from sherlock.prompts import load_prompt
 from sherlock.sft_data import answer_stats, sherlock_sft_rows
 from sherlock.sharegpt import read_json, sft_row_to_record, write_json
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -26,10 +27,11 @@ def main() -> None:
     rows = sherlock_sft_rows(d_b, answers, load_prompt("refine", args.refine_prompt), args.model)
     write_json(args.output, rows)
     stats = answer_stats(d_b, answers)
-    print(
-        f"sherlock_sft: {len(d_b)} D_B records -> {len(rows)} rows; R0 answers with a "
+    stage_summary(
+        "sherlock_sft data",
+        f"{len(d_b)} D_B records -> {len(rows)} rows; R0 answers with a "
         f"CONCLUSION {stats['with_conclusion']}/{stats['records']}, "
-        f"matching the annotation {stats['correct']}/{stats['records']}"
+        f"matching the annotation {stats['correct']}/{stats['records']}",
     )
     print(json.dumps(stats))
 

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from sherlock.stage_log import stage_summary
 from sherlock.synthetic import build_synthetic_dataset
 
 
@@ -17,7 +18,7 @@ def main() -> None:
     counts = build_synthetic_dataset(
         Path(args.out_dir), args.n_train, args.n_test, args.image_size, args.seed
     )
-    print(f"synthetic dataset in {args.out_dir}: {counts}")
+    stage_summary("synthetic data", f"{counts} in {args.out_dir}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from sherlock.stage_log import stage_summary
 from sherlock.tiny_model import build_tiny_vlm, corpus_from_jsonl
 
 
@@ -31,7 +32,7 @@ def main() -> None:
         vision_depth=args.vision_depth,
         vision_embed_dim=args.vision_embed_dim,
     )
-    print(f"tiny model in {args.out_dir}: {info}")
+    stage_summary("tiny model", f"{info} in {args.out_dir}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def main() -> None:
         args.table_html,
         "Records in and out of each step",
         "Every record a step did not pass on is counted here with its reason.",
+        index=False,
     )
     pairs = {"offline": offline_pairs}
     pairs.update({f"iter{k}": online[k]["pairs"] for k in sorted(online)})

@@ -6,6 +6,7 @@ import sys
 from sherlock.records import SourceDataError, read_jsonl, rows_to_records
 from sherlock.sharegpt import prompt_row, record_to_sft_row, write_json
 from sherlock.splits import make_splits
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -32,9 +33,10 @@ def main() -> None:
             args.pool_pattern.format(k=k), [prompt_row(r.id, r.question, r.image) for r in pool]
         )
     used = len(splits.d_a) + len(splits.d_b) + sum(len(p) for p in splits.pools)
-    print(
-        f"splits from {len(records)} records: D_A {len(splits.d_a)}, D_B {len(splits.d_b)}, "
-        f"pools {[len(p) for p in splits.pools]}, {len(records) - used} unused"
+    stage_summary(
+        "splits",
+        f"{len(records)} records: D_A {len(splits.d_a)}, D_B {len(splits.d_b)}, "
+        f"pools {[len(p) for p in splits.pools]}, {len(records) - used} unused",
     )
 
 

@@ -12,6 +12,7 @@ from sherlock.records import (
     rejects_to_rows,
     write_jsonl,
 )
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
         )
     if len(result.rejects) > 20:
         print(f"... and {len(result.rejects) - 20} more in {args.rejects}")
-    print(result.summary_line())
+    stage_summary("source records", result.summary_line().split(": ", 1)[1])
     try:
         check_invalid_fraction(result, args.max_invalid_fraction, args.rejects)
     except SourceDataError as error:

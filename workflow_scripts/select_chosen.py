@@ -11,6 +11,7 @@ from sherlock.judge import exact_equivalent, llm_equivalent
 from sherlock.online import select_chosen
 from sherlock.prompts import load_prompt
 from sherlock.sharegpt import read_json, write_json
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -55,6 +56,11 @@ def main() -> None:
     if replies:
         summary["judge_replies_sample"] = replies[:5]
     print(f"chosen: {yaml.safe_dump(summary, sort_keys=False)}")
+    stage_summary(
+        f"chosen {args.candidates}",
+        f"{summary['kept']}/{summary['candidates']} kept "
+        f"(acceptance {summary['acceptance_rate']:.1%}, {args.judge} judge)",
+    )
     if len(kept) < args.min_pairs:
         sys.exit(
             f"{args.candidates}: the {args.judge} judge kept {len(kept)} pairs from "

@@ -1,8 +1,11 @@
 """Run one LLaMA-Factory training from its rendered YAML; the checkpoint appears only when done."""
 
 import argparse
+import json
+import os
 
 from sherlock.llamafactory import run_training
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -11,6 +14,13 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True)
     args = parser.parse_args()
     run_training(args.yaml, args.model_dir)
+    with open(os.path.join(args.model_dir, "all_results.json"), encoding="utf-8") as handle:
+        results = json.load(handle)
+    stage_summary(
+        f"train {os.path.basename(os.path.normpath(args.model_dir))}",
+        f"LLaMA-Factory SFT, {results.get('epoch', '?')} epochs, mean training loss "
+        f"{results.get('train_loss', float('nan')):.4f} -> {args.model_dir}",
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import sys
 
 from sherlock.pref_training import distributed_relaunch, train_from_file
+from sherlock.stage_log import stage_summary
 
 
 def main() -> None:
@@ -20,9 +21,10 @@ def main() -> None:
     if relaunch is not None:
         os.execvp(relaunch[0], relaunch)
     summary = train_from_file(args.run_file, args.model_dir)
-    print(
-        f"trained on {summary['records']} preference records, "
-        f"mean training loss {summary['train_loss']:.4f}"
+    stage_summary(
+        f"train {os.path.basename(os.path.normpath(args.model_dir))}",
+        f"{summary['records']} preference records, mean training loss "
+        f"{summary['train_loss']:.4f} -> {args.model_dir}",
     )
 
 
