@@ -1,6 +1,8 @@
 # Config validation, path helpers and resource tags shared by every rule.
 import json
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -135,3 +137,32 @@ def judge_model_input():
     """The llm judge's model as a file dependency when it is a local folder."""
     judge = config["online"]["judge"]
     return judge["model"] if judge["kind"] == "llm" and os.path.isdir(judge["model"]) else []
+
+
+# Evaluation (rules/evaluate.smk): which checkpoints, on which benchmarks.
+EVALUATION = config["evaluation"]
+CHECKPOINTS = EVALUATION["checkpoints"] or [
+    "base", "r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)
+]
+TRAINED = ["r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)]
+BENCHMARKS = {
+    **({"heldout": {"path": res("eval", "benchmarks", "heldout.jsonl"), "image_root": None}}
+       if SYNTHETIC else {}),
+    **EVALUATION["benchmarks"],
+}
+
+
+def checkpoint_path(name):
+    """The folder (or hub id) of a checkpoint named as in evaluation.checkpoints."""
+    return base_model_path() if name == "base" else res("models", name)
+
+
+def checkpoint_input(wildcards):
+    """A checkpoint as a file dependency (the base model only when it is a local folder)."""
+    return base_model_input() if wildcards.checkpoint == "base" else res("models", wildcards.checkpoint)
+
+
+def image_root_option(wildcards):
+    """--image-root of a benchmark whose image paths are not relative to its own folder."""
+    root = BENCHMARKS[wildcards.benchmark].get("image_root")
+    return f"--image-root {shlex.quote(root)}" if root else ""

@@ -2,34 +2,6 @@
 # after each self-correction turn; the scores, data statistics and training curves go into
 # `snakemake --report report.html`.
 
-import re
-import shlex
-
-EVALUATION = config["evaluation"]
-CHECKPOINTS = EVALUATION["checkpoints"] or [
-    "base", "r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)
-]
-TRAINED = ["r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)]
-BENCHMARKS = {
-    **({"heldout": {"path": res("eval", "benchmarks", "heldout.jsonl"), "image_root": None}}
-       if SYNTHETIC else {}),
-    **EVALUATION["benchmarks"],
-}
-
-
-def checkpoint_path(name):
-    return base_model_path() if name == "base" else res("models", name)
-
-
-def checkpoint_input(wildcards):
-    return base_model_input() if wildcards.checkpoint == "base" else res("models", wildcards.checkpoint)
-
-
-def image_root_option(wildcards):
-    root = BENCHMARKS[wildcards.benchmark].get("image_root")
-    return f"--image-root {shlex.quote(root)}" if root else ""
-
-
 rule heldout_benchmark:
     """The synthetic held-out split in the benchmark form (image, question, answer)."""
     input:

@@ -62,6 +62,8 @@ STAGE_I = {
 }
 STAGE_II = {"offline_prefs", "offline_config", "offline"}
 STAGE_III = {"candidates", "chosen", "rejected", "iter_config", "iter_model"}
+EVALUATION = {"heldout_benchmark", "evaluate", "accuracy_table", "training_curves", "data_report"}
+CHECKPOINTS = ["base", "r0", "sft", "offline", "iter1", "iter2"]
 
 
 def test_lint_is_clean():
@@ -76,11 +78,17 @@ def test_dry_run_of_the_default_plans_every_stage(tmp_path):
     assert set(everything) == STAGE_I | STAGE_II | STAGE_III | {"iter2"}
     assert all(everything[rule] == 2 for rule in STAGE_III)  # one job per iteration
     assert planned_jobs(tmp_path, "iter1")["iter_model"] == 1
-    # the default target is the last iteration
+    # the default target: the last iteration, every checkpoint evaluated, the report's figures
     default = planned_jobs(tmp_path, "all")
-    assert {rule: n for rule, n in default.items() if rule != "all"} == {
+    assert {rule: n for rule, n in default.items() if rule in STAGE_I | STAGE_II | STAGE_III} == {
         rule: n for rule, n in everything.items() if rule != "iter2"
     }
+    assert set(default) - set(everything) == EVALUATION | {"all"}
+    assert default["evaluate"] == len(CHECKPOINTS)  # base, r0, sft, offline, iter1, iter2
+    assert default["training_curves"] == len(CHECKPOINTS) - 1  # every trained checkpoint
+    assert set(planned_jobs(tmp_path, "evaluation")) == (
+        STAGE_I | STAGE_II | STAGE_III | EVALUATION | {"evaluation"}
+    ) - {"training_curves", "data_report"}
 
 
 def test_the_iteration_count_decides_the_targets(tmp_path):
@@ -127,11 +135,16 @@ def test_a_bad_config_stops_before_any_job(tmp_path):
     assert "sft.r0.lerning_rate: unknown key" in result.stdout + result.stderr
 
 
+EVAL_ITEMS = 40  # of the 120 held-out questions: keeps the test run short
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The whole pipeline of the embedded default, built for real."""
+    """The whole pipeline of the embedded default (default target), built for real."""
     workdir = tmp_path_factory.mktemp("tiny_run")
-    snakemake(workdir, "--cores", "2", "iter2")
+    (workdir / "eval.yaml").write_text(f"evaluation:\n  max_items: {EVAL_ITEMS}\n")
+    result = snakemake(workdir, "--cores", "2", "--configfile", "eval.yaml")
+    (workdir / "run.log").write_text(result.stdout + result.stderr)
     return workdir
 
 
@@ -327,3 +340,108 @@ def test_online_iterations_chain_models_and_keep_the_method_invariants(built):
         log = _read(built / "results" / "models" / f"iter{k}" / "sherlock_training.json")
         assert log["records"] == len(pairs)
         previous = f"results/models/iter{k}"
+
+
+def test_every_checkpoint_is_scored_direct_and_per_correction_turn(built):
+    import pandas as pd
+
+    from sherlock.benchmark import read_benchmark
+    from sherlock.scoring import score_response
+
+    results = built / "results"
+    # the held-out benchmark is the synthetic test split, answers = the annotated conclusions
+    test_rows = [
+        json.loads(x) for x in (results / "synthetic" / "test.jsonl").read_text().split("\n") if x
+    ]
+    items = read_benchmark(results / "eval" / "benchmarks" / "heldout.jsonl")
+    assert [item.id for item in items] == [row["id"] for row in test_rows]
+    assert items[0].answer in test_rows[0]["conversations"][1]["value"]
+    table = pd.read_parquet(results / "eval" / "accuracy.parquet")
+    assert list(dict.fromkeys(table["checkpoint"])) == CHECKPOINTS
+    assert sorted(set(table["turn"])) == [0, 1, 2, 3]
+    assert len(table) == len(CHECKPOINTS) * 4 and set(table["items"]) == {EVAL_ITEMS}
+    assert pd.read_csv(results / "eval" / "accuracy.csv").shape == table.shape
+    by_item = {item.id: item for item in items}
+    for checkpoint in CHECKPOINTS:
+        rows = _read(results / "eval" / "heldout" / f"{checkpoint}_responses.json")
+        assert len(rows) == EVAL_ITEMS and all(len(row["turns"]) == 4 for row in rows)
+        for turn in range(4):
+            # the table agrees with the responses, scored again here
+            statuses = [score_response(by_item[r["id"]], r["turns"][turn]).status for r in rows]
+            assert statuses == [row["statuses"][turn] for row in rows]
+            line = table[(table["checkpoint"] == checkpoint) & (table["turn"] == turn)].iloc[0]
+            assert line["correct"] == statuses.count("correct")
+            assert line["no_conclusion"] == statuses.count("no_conclusion")
+            assert line["accuracy"] == pytest.approx(statuses.count("correct") / EVAL_ITEMS)
+    direct = table[table["turn"] == 0].set_index("checkpoint")
+    # the random base model never closes a CONCLUSION; trained checkpoints answer and score
+    assert direct.loc["base", "no_conclusion"] == EVAL_ITEMS and direct.loc["base", "correct"] == 0
+    assert direct.loc["r0", "correct"] > 0.15 * EVAL_ITEMS
+    for checkpoint in CHECKPOINTS[1:]:
+        assert direct.loc[checkpoint, "no_conclusion"] <= 0.5 * EVAL_ITEMS
+    # one summary line per step at the end of the run's output
+    log = (built / "run.log").read_text()
+    for step in ("splits", "train r0", "evaluate iter2 on heldout", "accuracy table"):
+        assert f"[sherlock] {step}: " in log
+
+
+def _report_files(report_html: str) -> dict[str, str]:
+    """file name -> its base64 payload, for every result the report embeds."""
+    return dict(
+        re.findall(r"data:[\w/+.-]+;charset=utf8;filename=([^;]+);base64,([^\"]+)", report_html)
+    )
+
+
+def test_the_report_builds_and_shows_the_accuracy_table(built):
+    import base64
+
+    import pandas as pd
+
+    snakemake(built, "--report", "report.html", "--configfile", "eval.yaml")
+    files = _report_files((built / "report.html").read_text())
+    expected = {
+        "accuracy_table.html",
+        "accuracy_by_turn.png",
+        "data_stages.html",
+        "perturbations.png",
+        "acceptance.png",
+        *(f"training_{name}.png" for name in CHECKPOINTS[1:]),
+    }
+    assert expected <= set(files)
+    table_html = base64.b64decode(files["accuracy_table.html"]).decode()
+    table = pd.read_parquet(built / "results" / "eval" / "accuracy.parquet")
+    for checkpoint in CHECKPOINTS:
+        assert f">{checkpoint}</th>" in table_html
+        direct = table[(table["checkpoint"] == checkpoint) & (table["turn"] == 0)]["accuracy"]
+        assert f">{direct.iloc[0] * 100:.1f}</td>" in table_html
+    for name in expected - {"accuracy_table.html", "data_stages.html"}:
+        assert base64.b64decode(files[name])[:8] == b"\x89PNG\r\n\x1a\n"
+    stages = base64.b64decode(files["data_stages.html"]).decode()
+    assert "acceptance" in stages and "offline preference pairs" in stages
+
+
+def test_the_inference_command_runs_on_a_trained_checkpoint(built):
+    command = Path(sys.executable).with_name("sherlock-correct")
+    assert command.is_file(), "the sherlock-correct entry point is installed with the package"
+    row = json.loads((built / "results" / "synthetic" / "test.jsonl").read_text().split("\n")[0])
+    result = subprocess.run(
+        [
+            str(command),
+            "--model",
+            str(built / "results" / "models" / "iter2"),
+            "--image",
+            str(built / "results" / "synthetic" / row["image"]),
+            "--question",
+            row["conversations"][0]["value"].replace("<image>", "").strip(),
+            "--rounds",
+            "3",
+            "--max-new-tokens",
+            "160",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = result.stdout
+    assert out.count("=== ") == 4 and "=== self-correction round 3 ===" in out
+    assert out.count("--- answer: ") == 4
