@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from sherlock.losses import SEQUENCE_NAMES, sherlock_loss
@@ -209,7 +210,8 @@ class SherlockTrainer(Trainer):
         )
         table = torch.zeros(len(dataset), N_SEQ)
         device = self.args.device
-        for batch in loader:
+        quiet = self.args.disable_tqdm or not self.is_world_process_zero()
+        for batch in tqdm(loader, desc="reference log-probs", disable=quiet):
             inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
             logps, _ = batch_log_probs(model, inputs)
             table[batch["index"]] = logps.view(-1, N_SEQ).float().cpu()

@@ -68,3 +68,23 @@ def test_paper_preset_keeps_the_papers_objective_and_hyper_parameters(config):
     assert offline["bf16"] is True and offline["deepspeed"].endswith("ds_z3_offload.json")
     assert (offline["dpo_coef"], offline["sc_coef"]) == (0.2, 0.8)
     assert paper["perturbation"]["recipe"] == "paper"
+
+
+def test_evaluation_settings_are_checked(config):
+    config["evaluation"]["checkpoints"] = ["sft", "iter3"]  # two iterations in the default
+    with pytest.raises(ConfigError, match=r"evaluation\.checkpoints: 'iter3' is not a checkpoint"):
+        validate_config(config, SCHEMA)
+    config["evaluation"]["checkpoints"] = ["final"]
+    with pytest.raises(ConfigError, match=r"evaluation\.checkpoints"):
+        validate_config(config, SCHEMA)
+    config["evaluation"]["checkpoints"] = None
+    config["evaluation"]["benchmarks"] = {"heldout": {"path": "x.jsonl"}}
+    with pytest.raises(ConfigError, match=r"evaluation\.benchmarks\.heldout: the name is taken"):
+        validate_config(config, SCHEMA)
+    config["evaluation"]["benchmarks"] = {"mmstar": {"path": "x.jsonl", "imageroot": "y"}}
+    with pytest.raises(ConfigError, match=r"imageroot"):
+        validate_config(config, SCHEMA)
+    config["evaluation"]["benchmarks"] = {}
+    config["evaluation"]["rounds"] = -1
+    with pytest.raises(ConfigError, match=r"evaluation\.rounds"):
+        validate_config(config, SCHEMA)

@@ -119,6 +119,11 @@ def test_dry_run_of_the_paper_preset(tmp_path):
         "synthetic_data",
         "tiny_model",
     }
+    # no benchmark configured: the default target builds the models and the data/training
+    # figures, and plans no evaluation
+    jobs = planned_jobs(tmp_path, "all", "--configfile", str(PAPER))
+    assert {"data_report", "training_curves"} <= set(jobs)
+    assert not {"evaluate", "accuracy_table", "heldout_benchmark"} & set(jobs)
     plan = snakemake(tmp_path, "-n", "iter2", "--configfile", str(PAPER), "-p").stdout
     assert "--judge llm --judge-model Qwen/Qwen2.5-7B-Instruct" in plan
     assert "results/paper_llama32v/models/r0" in text
