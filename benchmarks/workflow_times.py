@@ -1,6 +1,7 @@
 """Wall time of the workflow itself: a from-scratch tiny Stage I (or II), and planning the paper.
 
     .venv/bin/python benchmarks/workflow_times.py --target sft --repeats 3 --dry-repeats 5
+    .venv/bin/python benchmarks/workflow_times.py --target all --repeats 1 --keep /tmp/tiny_all
 
 Each build runs in a fresh temporary working directory (nothing cached but Python's own
 bytecode), with `--cores 2`; the dry run plans the paper preset's full DAG up to Offline against
@@ -27,9 +28,13 @@ def timed(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def build_time(target: str, cores: int) -> tuple[float, dict[str, float]]:
-    """Wall time of the whole build, and each job's own seconds (Snakemake's benchmark files)."""
-    with tempfile.TemporaryDirectory() as workdir:
+def build_time(target: str, cores: int, keep: Path | None = None) -> tuple[float, dict[str, float]]:
+    """Wall time of the whole build, and each job's own seconds (Snakemake's benchmark files).
+
+    ``keep``: build in this new folder and leave it there (to read the run's outputs after)."""
+    if keep is not None:
+        keep.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() if keep is None else _kept(keep) as workdir:
         total = timed(
             [*SNAKEMAKE, "--directory", workdir, "--cores", str(cores), target], Path(workdir)
         )
@@ -37,6 +42,19 @@ def build_time(target: str, cores: int) -> tuple[float, dict[str, float]]:
         for tsv in sorted((Path(workdir) / "results" / "benchmarks").glob("*.tsv")):
             per_rule[tsv.stem] = float(tsv.read_text().splitlines()[1].split("\t")[0])
         return total, per_rule
+
+
+class _kept:
+    """Like TemporaryDirectory, but the folder outlives the block."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __enter__(self) -> str:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def paper_dry_run_time(target: str) -> float:
@@ -57,8 +75,12 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dry-repeats", type=int, default=5)
+    parser.add_argument("--keep", type=Path, default=None, help="new folder for the last build")
     args = parser.parse_args()
-    runs = [build_time(args.target, args.cores) for _ in range(args.repeats)]
+    runs = [
+        build_time(args.target, args.cores, args.keep if i == args.repeats - 1 else None)
+        for i in range(args.repeats)
+    ]
     builds = [total for total, _ in runs]
     dry = [paper_dry_run_time(args.target) for _ in range(args.dry_repeats)]
     for rule in runs[0][1]:
