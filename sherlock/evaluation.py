@@ -26,7 +26,7 @@ TABLE_COLUMNS = (
     "items",
     "correct",
     "accuracy",
-    *(f"{status}" for status in STATUSES if status != CORRECT),
+    *(status for status in STATUSES if status != CORRECT),
     "gained",
     "lost",
 )

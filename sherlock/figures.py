@@ -122,7 +122,6 @@ def acceptance_rates(summaries: Mapping[str, Mapping[str, Any]], path: str) -> N
     names = list(summaries)
     figure, axis = plt.subplots(figsize=(max(7.0, 1.2 * len(names) + 6.0), 3.6))
     reasons = sorted({r for s in summaries.values() for r in s.get("not_kept", {})})
-    bottoms = [0.0] * len(names)
     kept = [s["kept"] / max(s["candidates"], 1) * 100 for s in summaries.values()]
     axis.bar(names, kept, label="kept", color="tab:green")
     bottoms = kept
