@@ -7,7 +7,6 @@ so Snakemake's ``onsuccess`` handler can print the run's summary lines in order.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 
 SUMMARY_TAG = "[sherlock]"
@@ -26,7 +25,7 @@ def collect_summaries(log_files: Iterable[str | os.PathLike[str]]) -> list[str]:
         with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 # tqdm redraws a bar with carriage returns; the summary is the text after the last
-                text = re.split(r"\r", line.rstrip("\n"))[-1]
+                text = line.rstrip("\n").split("\r")[-1]
                 if text.startswith(SUMMARY_TAG):
                     lines.append(text)
     return lines
