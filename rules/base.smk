@@ -19,9 +19,9 @@ rule tiny_model:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --corpus {input.corpus} --out-dir {output.model}"
-        " --seed {params.seed} --image-size {params.image_size}"
+        "python {params.script:q} --corpus {input.corpus:q} --out-dir {output.model:q}"
+        " --seed {params.seed:q} --image-size {params.image_size:q}"
         " --vocab-size {params.size[vocab_size]} --hidden-size {params.size[hidden_size]}"
         " --num-layers {params.size[num_layers]} --num-heads {params.size[num_heads]}"
         " --vision-depth {params.size[vision_depth]}"
-        " --vision-embed-dim {params.size[vision_embed_dim]} > {log} 2>&1"
+        " --vision-embed-dim {params.size[vision_embed_dim]} > {log:q} 2>&1"

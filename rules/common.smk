@@ -99,7 +99,7 @@ def preference_hparams(stage):
 
 def refine_prompt_option():
     refine = config["prompts"]["refine"]
-    return f"--refine-prompt {refine}" if refine else ""
+    return f"--refine-prompt {shlex.quote(refine)}" if refine else ""
 
 
 def generation_options(sampling):
@@ -110,6 +110,7 @@ def generation_options(sampling):
     gen = config["generation"]
     return (
         f"--backend {gen['backend']} --batch-size {gen['batch_size']}"
+        f" --chunk-size {gen['chunk_size']}"
         f" --max-new-tokens {gen['max_new_tokens']} --dtype {gen['dtype']}"
         f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
         f" --seed {config['seed']}"
@@ -127,7 +128,7 @@ def judge_options():
     options = f"--judge {judge['kind']}"
     if judge["kind"] == "llm":
         options += (
-            f" --judge-model {judge['model']} --judge-batch-size {judge['batch_size']}"
+            f" --judge-model {shlex.quote(judge['model'])} --judge-batch-size {judge['batch_size']}"
             f" --judge-max-new-tokens {judge['max_new_tokens']} --dtype {judge['dtype']}"
         )
     return options
@@ -166,3 +167,8 @@ def image_root_option(wildcards):
     """--image-root of a benchmark whose image paths are not relative to its own folder."""
     root = BENCHMARKS[wildcards.benchmark].get("image_root")
     return f"--image-root {shlex.quote(root)}" if root else ""
+
+
+def resume_option():
+    """Whether a training rerun continues from its last intermediate checkpoint (config)."""
+    return "--resume" if config["checkpointing"]["resume"] else "--no-resume"

@@ -20,9 +20,9 @@ rule synthetic_data:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --out-dir {params.out_dir}"
-        " --n-train {params.n_train} --n-test {params.n_test}"
-        " --image-size {params.image_size} --seed {params.seed} > {log} 2>&1"
+        "python {params.script:q} --out-dir {params.out_dir:q}"
+        " --n-train {params.n_train:q} --n-test {params.n_test:q}"
+        " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule source_records:
@@ -45,11 +45,11 @@ rule source_records:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --source {input.source} --format {params.format}"
-        " --image-root {params.image_root}"
-        " --max-invalid-fraction {params.max_invalid_fraction}"
-        " --records {output.records} --rejects {output.rejects} --summary {output.summary}"
-        " 2>&1 | tee {log}"
+        "python {params.script:q} --source {input.source:q} --format {params.format:q}"
+        " --image-root {params.image_root:q}"
+        " --max-invalid-fraction {params.max_invalid_fraction:q}"
+        " --records {output.records:q} --rejects {output.rejects:q} --summary {output.summary:q}"
+        " 2>&1 | tee {log:q}"
 
 
 rule splits:
@@ -73,8 +73,8 @@ rule splits:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --records {input.records}"
-        " --d-a {params.d_a} --d-b {params.d_b} --pool {params.pool}"
-        " --iterations {params.iterations} --seed {params.seed}"
-        " --out-d-a {output.d_a} --out-d-b {output.d_b} --pool-pattern '{params.pool_pattern}'"
-        " 2>&1 | tee {log}"
+        "python {params.script:q} --records {input.records:q}"
+        " --d-a {params.d_a:q} --d-b {params.d_b:q} --pool {params.pool:q}"
+        " --iterations {params.iterations:q} --seed {params.seed:q}"
+        " --out-d-a {output.d_a:q} --out-d-b {output.d_b:q} --pool-pattern {params.pool_pattern:q}"
+        " 2>&1 | tee {log:q}"

@@ -16,8 +16,8 @@ rule heldout_benchmark:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --source {input.test} --image-root {params.image_root:q}"
-        " --output {output.benchmark} > {log} 2>&1"
+        "python {params.script:q} --source {input.test:q} --image-root {params.image_root:q}"
+        " --output {output.benchmark:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -37,7 +37,7 @@ rule evaluate:
         generation=generation_options("evaluation"),
         rounds=EVALUATION["rounds"],
         max_items=f"--max-items {EVALUATION['max_items']}" if EVALUATION["max_items"] else "",
-        image_root=image_root_option,
+        image_root_option=image_root_option,
         refine=refine_prompt_option(),
     resources:
         **job_resources("generate"),
@@ -49,11 +49,11 @@ rule evaluate:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {params.model:q} {params.generation}"
-        " --checkpoint-name {wildcards.checkpoint} --benchmark {input.benchmark:q}"
-        " --benchmark-name {wildcards.benchmark} {params.image_root} --rounds {params.rounds}"
+        "python {params.script:q} --model {params.model:q} {params.generation}"
+        " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
+        " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds {params.rounds:q}"
         " {params.max_items} {params.refine}"
-        " --responses {output.responses} --summary {output.summary} > {log} 2>&1"
+        " --responses {output.responses:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 # Without a benchmark (a real source and no evaluation.benchmarks) there is nothing to score.
@@ -90,9 +90,9 @@ if BENCHMARKS:
         conda:
             "../envs/train.yaml"
         shell:
-            "python {params.script} {input.summaries} --checkpoints {params.checkpoints}"
-            " --parquet {output.parquet} --csv {output.csv} --json {output.json}"
-            " --html {output.html} --figure {output.figure} > {log} 2>&1"
+            "python {params.script:q} {input.summaries:q} --checkpoints {params.checkpoints:q}"
+            " --parquet {output.parquet:q} --csv {output.csv:q} --json {output.json:q}"
+            " --html {output.html:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
     rule evaluation:
@@ -122,8 +122,8 @@ rule training_curves:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --stage {wildcards.stage}"
-        " --output {output.figure} > {log} 2>&1"
+        "python {params.script:q} --model {input.model:q} --stage {wildcards.stage:q}"
+        " --output {output.figure:q} > {log:q} 2>&1"
 
 
 rule data_report:
@@ -163,12 +163,12 @@ rule data_report:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --source-summary {input.source_summary}"
-        " --splits {input.splits} --sherlock-sft {input.sherlock_sft}"
-        " --offline-source {input.offline_source} --offline-pairs {input.offline_pairs}"
-        " --chosen-summaries {input.chosen} --online-pairs {input.online_pairs}"
-        " --table-html {output.table_html} --table-csv {output.table_csv}"
-        " --perturbations {output.perturbations} --acceptance {output.acceptance} > {log} 2>&1"
+        "python {params.script:q} --source-summary {input.source_summary:q}"
+        " --splits {input.splits:q} --sherlock-sft {input.sherlock_sft:q}"
+        " --offline-source {input.offline_source:q} --offline-pairs {input.offline_pairs:q}"
+        " --chosen-summaries {input.chosen:q} --online-pairs {input.online_pairs:q}"
+        " --table-html {output.table_html:q} --table-csv {output.table_csv:q}"
+        " --perturbations {output.perturbations:q} --acceptance {output.acceptance:q} > {log:q} 2>&1"
 
 
 rule report_figures:

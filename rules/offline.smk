@@ -24,9 +24,9 @@ rule offline_prefs:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --data {input.data} {params.generation}"
-        " --perturbation {params.perturbation:q} --image-dir {output.images}"
-        " --output {output.data} --summary {output.summary} > {log} 2>&1"
+        "python {params.script:q} --model {input.model:q} --data {input.data:q} {params.generation}"
+        " --perturbation {params.perturbation:q} --image-dir {output.images:q}"
+        " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule offline_config:
@@ -43,14 +43,16 @@ rule offline_config:
         refine=refine_prompt_option(),
         seed=config["seed"],
         scratch=res("models", "offline.partial"),
+        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
     log:
         log_file("offline_config"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --data {input.data}"
+        "python {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
-        " --seed {params.seed} --output-dir {params.scratch} --run-file {output.run} > {log} 2>&1"
+        " --seed {params.seed:q} --output-dir {params.scratch:q}"
+        " --checkpointing {params.checkpointing:q} --run-file {output.run:q} > {log:q} 2>&1"
 
 
 rule offline:
@@ -63,6 +65,7 @@ rule offline:
         model=directory(res("models", "offline")),
     params:
         script=script("train_sherlock"),
+        resume=resume_option(),
     resources:
         **job_resources("train"),
     threads: config["resources"]["train"]["cpus_per_task"]
@@ -73,4 +76,4 @@ rule offline:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} {input.run} --model-dir {output.model} > {log} 2>&1"
+        "python {params.script:q} {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"

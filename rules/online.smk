@@ -23,8 +23,8 @@ rule candidates:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --pool {input.pool} {params.generation}"
-        " --iteration {wildcards.k} {params.refine} --output {output.data} > {log} 2>&1"
+        "python {params.script:q} --model {input.model:q} --pool {input.pool:q} {params.generation}"
+        " --iteration {wildcards.k:q} {params.refine} --output {output.data:q} > {log:q} 2>&1"
 
 
 rule chosen:
@@ -49,9 +49,9 @@ rule chosen:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --candidates {input.candidates} {params.judge}"
-        " --seed {params.seed} --target {params.target} --min-pairs {params.min_pairs}"
-        " --output {output.data} --summary {output.summary} > {log} 2>&1"
+        "python {params.script:q} --candidates {input.candidates:q} {params.judge}"
+        " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
+        " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule rejected:
@@ -77,10 +77,10 @@ rule rejected:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --chosen {input.chosen} {params.generation}"
-        " --iteration {wildcards.k} --perturbation {params.perturbation:q}"
-        " --image-dir {output.images} --output {output.data} --summary {output.summary}"
-        " > {log} 2>&1"
+        "python {params.script:q} --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
+        " --iteration {wildcards.k:q} --perturbation {params.perturbation:q}"
+        " --image-dir {output.images:q} --output {output.data:q} --summary {output.summary:q}"
+        " > {log:q} 2>&1"
 
 
 rule iter_config:
@@ -97,14 +97,16 @@ rule iter_config:
         refine=refine_prompt_option(),
         seed=config["seed"],
         scratch=lambda wildcards: res("models", f"iter{wildcards.k}.partial"),
+        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
     log:
         res("logs", "iter_config_iter{k}.log"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --data {input.data}"
+        "python {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
-        " --seed {params.seed} --output-dir {params.scratch} --run-file {output.run} > {log} 2>&1"
+        " --seed {params.seed:q} --output-dir {params.scratch:q}"
+        " --checkpointing {params.checkpointing:q} --run-file {output.run:q} > {log:q} 2>&1"
 
 
 rule iter_model:
@@ -117,6 +119,7 @@ rule iter_model:
         model=directory(res("models", "iter{k}")),
     params:
         script=script("train_sherlock"),
+        resume=resume_option(),
     resources:
         **job_resources("train"),
     threads: config["resources"]["train"]["cpus_per_task"]
@@ -127,7 +130,7 @@ rule iter_model:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} {input.run} --model-dir {output.model} > {log} 2>&1"
+        "python {params.script:q} {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
 
 
 # `snakemake iter1`, `snakemake iter2`, ...: one named target per configured iteration.

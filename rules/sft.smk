@@ -15,15 +15,17 @@ rule r0_config:
         hparams=json.dumps(sft_hparams("r0"), sort_keys=True),
         seed=config["seed"],
         scratch=res("models", "r0.partial"),
+        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
     log:
         log_file("r0_config"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --data {input.data} --name sherlock_d_a"
-        " --model {params.model:q} --template {params.template} --seed {params.seed}"
-        " --hparams {params.hparams:q} --output-dir {params.scratch}"
-        " --yaml {output.yaml} --info {output.info} > {log} 2>&1"
+        "python {params.script:q} --data {input.data:q} --name sherlock_d_a"
+        " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
+        " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
+        " --checkpointing {params.checkpointing:q}"
+        " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 
 rule r0:
@@ -40,6 +42,7 @@ rule r0:
     threads: config["resources"]["train"]["cpus_per_task"]
     params:
         script=script("train_llamafactory"),
+        resume=resume_option(),
     log:
         log_file("r0"),
     benchmark:
@@ -47,8 +50,8 @@ rule r0:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --yaml {input.yaml} --model-dir {output.model}"
-        " > {log} 2>&1"
+        "python {params.script:q} --yaml {input.yaml:q} --model-dir {output.model:q} {params.resume}"
+        " > {log:q} 2>&1"
 
 
 rule sherlock_sft_data:
@@ -72,8 +75,8 @@ rule sherlock_sft_data:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --model {input.model} --d-b {input.d_b} {params.generation}"
-        " {params.refine} --output {output.data} > {log} 2>&1"
+        "python {params.script:q} --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
+        " {params.refine} --output {output.data:q} > {log:q} 2>&1"
 
 
 rule sft_config:
@@ -90,15 +93,17 @@ rule sft_config:
         hparams=json.dumps(sft_hparams("sherlock_sft"), sort_keys=True),
         seed=config["seed"],
         scratch=res("models", "sft.partial"),
+        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
     log:
         log_file("sft_config"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --data {input.data} --name sherlock_sft"
-        " --model {params.model:q} --template {params.template} --seed {params.seed}"
-        " --hparams {params.hparams:q} --output-dir {params.scratch}"
-        " --yaml {output.yaml} --info {output.info} > {log} 2>&1"
+        "python {params.script:q} --data {input.data:q} --name sherlock_sft"
+        " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
+        " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
+        " --checkpointing {params.checkpointing:q}"
+        " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 
 rule sft:
@@ -115,6 +120,7 @@ rule sft:
     threads: config["resources"]["train"]["cpus_per_task"]
     params:
         script=script("train_llamafactory"),
+        resume=resume_option(),
     log:
         log_file("sft"),
     benchmark:
@@ -122,5 +128,5 @@ rule sft:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script} --yaml {input.yaml} --model-dir {output.model}"
-        " > {log} 2>&1"
+        "python {params.script:q} --yaml {input.yaml:q} --model-dir {output.model:q} {params.resume}"
+        " > {log:q} 2>&1"

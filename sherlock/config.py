@@ -45,6 +45,12 @@ def cross_field_problems(config: dict) -> list[str]:
     judge = config["online"]["judge"]
     if judge["kind"] == "llm" and not judge.get("model"):
         problems.append("online.judge.model: required when online.judge.kind is llm")
+    generation = config["generation"]
+    if generation["chunk_size"] % generation["batch_size"]:
+        problems.append(
+            f"generation.chunk_size: {generation['chunk_size']} is not a multiple of "
+            f"generation.batch_size ({generation['batch_size']}); chunks must be whole batches"
+        )
     if config["online"]["min_pairs"] > config["online"]["target_pairs"]:
         problems.append("online.min_pairs: larger than online.target_pairs")
     evaluation = config["evaluation"]

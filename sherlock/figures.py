@@ -14,6 +14,8 @@ matplotlib.use("Agg")  # no display: jobs run on nodes without a screen
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sherlock.atomic import atomic_output  # noqa: E402
+
 # Panels of a training figure: (title, keys of the log history plotted in it).
 LOSS_KEYS = ("loss", "loss/dpo", "loss/sc_rejected", "loss/sc_chosen")
 MARGIN_KEYS = ("rewards/margins", "rewards_sc_rejected/margins", "rewards_sc_chosen/margins")
@@ -31,7 +33,8 @@ TRAINING_PANELS = (
 
 def _save(figure: plt.Figure, path: str | os.PathLike[str]) -> None:
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=110)
     plt.close(figure)
 
 

@@ -7,6 +7,8 @@ import os
 
 import pandas as pd
 
+from sherlock import atomic
+
 _STYLE = """
 body { font-family: sans-serif; margin: 1em; }
 table { border-collapse: collapse; font-size: 0.9em; }
@@ -40,5 +42,4 @@ def write_table_page(
         + body
         + "</body></html>\n"
     )
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(page)
+    atomic.write_text(path, page)

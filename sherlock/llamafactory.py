@@ -16,6 +16,15 @@ from typing import Any
 
 import yaml
 
+from sherlock import atomic
+from sherlock.training_scratch import (
+    RESUME_FILE,
+    checkpoint_keys,
+    finalise,
+    prepare_scratch,
+    run_fingerprint,
+)
+
 # Keys we always set: what makes a run a full SFT that leaves one clean Hugging Face folder.
 _FIXED = {
     "stage": "sft",
@@ -23,8 +32,7 @@ _FIXED = {
     "finetuning_type": "full",
     "trust_remote_code": False,
     "overwrite_cache": True,
-    "overwrite_output_dir": True,
-    "save_strategy": "no",  # one final save; intermediate checkpoints would land in the target
+    "overwrite_output_dir": True,  # we decide about resuming (sherlock.training_scratch)
     "plot_loss": False,
     "report_to": "none",
 }
@@ -51,6 +59,7 @@ def train_config(
     hparams: dict[str, Any],
     media_dir: str | Path,
     seed: int,
+    checkpointing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full LLaMA-Factory training YAML for one SFT run."""
     config = {
@@ -62,6 +71,7 @@ def train_config(
         "output_dir": str(output_dir),
         "seed": seed,
         **_FIXED,
+        **checkpoint_keys(checkpointing or {}),
     }
     for key, value in hparams.items():
         if value is not None:  # null in our config = LLaMA-Factory's default
@@ -72,31 +82,44 @@ def train_config(
 def write_run_files(
     yaml_path: str | Path, info_path: str | Path, config: dict[str, Any], info: dict[str, Any]
 ) -> None:
-    Path(info_path).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    Path(yaml_path).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    atomic.write_json(info_path, info, indent=2)
+    atomic.write_yaml(yaml_path, config)
 
 
-def run_training(yaml_path: str | Path, final_dir: str | Path) -> None:
-    """Train with ``llamafactory-cli`` into a scratch folder, then move it into place.
+def dataset_files(config: dict[str, Any]) -> list[Path]:
+    """The data files a rendered run trains on (its datasets' ``file_name`` entries)."""
+    info = json.loads((Path(config["dataset_dir"]) / "dataset_info.json").read_text("utf-8"))
+    names = [name.strip() for name in str(config["dataset"]).split(",")]
+    return [Path(info[name]["file_name"]) for name in names]
 
-    The checkpoint target is complete or absent: an interrupted run leaves only the scratch
-    folder, which the next attempt removes.
+
+def run_training(yaml_path: str | Path, final_dir: str | Path, resume: bool = True) -> None:
+    """Train with ``llamafactory-cli`` in the scratch folder, then move the model into place.
+
+    The checkpoint target is complete or absent. With ``resume``, a rerun of the same run after
+    an interruption continues from its last complete intermediate checkpoint.
     """
     config = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8"))
     scratch = Path(config["output_dir"])
     final_dir = Path(final_dir)
     if scratch.resolve() == final_dir.resolve():
         raise ValueError("output_dir must be a scratch folder distinct from the final checkpoint")
-    shutil.rmtree(scratch, ignore_errors=True)
     cli = shutil.which("llamafactory-cli", path=str(Path(sys.executable).parent)) or shutil.which(
         "llamafactory-cli"
     )
     if cli is None:
         raise RuntimeError("llamafactory-cli is not installed in this environment")
+    fingerprint = run_fingerprint(config, dataset_files(config), config["model_name_or_path"])
+    checkpoint = prepare_scratch(scratch, fingerprint, resume)
+    run_file = Path(yaml_path)
+    if checkpoint is not None:
+        run_file = scratch / RESUME_FILE
+        # Weights through from_pretrained (with the model's key mapping): Trainer's resume alone
+        # loads Qwen2-VL checkpoints without it in transformers 5.6 and restores no weight.
+        resumed = {"model_name_or_path": str(checkpoint), "resume_from_checkpoint": str(checkpoint)}
+        atomic.write_yaml(run_file, {**config, **resumed})
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1"}
-    subprocess.run([cli, "train", str(yaml_path)], check=True, env=env)
+    subprocess.run([cli, "train", str(run_file)], check=True, env=env)
     if not (scratch / "config.json").is_file():
         raise RuntimeError(f"LLaMA-Factory finished without saving a model in {scratch}")
-    shutil.rmtree(final_dir, ignore_errors=True)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch.rename(final_dir)
+    finalise(scratch, final_dir)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PIL import Image
 
+from sherlock import atomic
 from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
 from sherlock.perturb import (
     Perturbation,
@@ -182,6 +182,5 @@ def build_pair_file(
     rows = generate_pairs(planned, backend, sampling, config, args.model, provenance)
     write_json(args.output, rows)
     stats = pair_stats(rows)
-    with open(args.summary, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(stats, handle, sort_keys=False)
+    atomic.write_yaml(args.summary, stats)
     return {"recipe": config.recipe, **stats}

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors.torch import load_file
 
+from sherlock import atomic
 from sherlock.perturb import PerturbationConfig
 from sherlock.preference import load_preferences
 from sherlock.prompts import load_prompt
@@ -27,6 +29,12 @@ from sherlock.trainer import (
     PreferenceDataset,
     SherlockTrainer,
     SherlockTrainingArguments,
+)
+from sherlock.training_scratch import (
+    REFERENCE_TABLE,
+    finalise,
+    prepare_scratch,
+    run_fingerprint,
 )
 
 # Keys of the run file that are not TrainingArguments.
@@ -87,8 +95,21 @@ def perturbation_config(
     return PerturbationConfig.from_dict(section)
 
 
-def train_from_file(run_file: str | Path, model_dir: str | Path) -> dict[str, Any]:
-    """Train, save a complete Hugging Face folder with its processor, then move it into place."""
+def prepare_run(run_file: str | Path, resume: bool) -> Path | None:
+    """Ready the run's scratch folder; the intermediate checkpoint to resume from, if any.
+
+    Called once, by the process that launches the ranks, before any of them starts.
+    """
+    config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
+    fingerprint = run_fingerprint(config, [config["dataset"]], config["model_name_or_path"])
+    return prepare_scratch(config["output_dir"], fingerprint, resume)
+
+
+def train_from_file(
+    run_file: str | Path, model_dir: str | Path, resume_from: str | Path | None = None
+) -> dict[str, Any]:
+    """Train (from ``resume_from``, an intermediate checkpoint, when given), save a complete
+    Hugging Face folder with its processor, then move it into place."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
@@ -96,7 +117,21 @@ def train_from_file(run_file: str | Path, model_dir: str | Path) -> dict[str, An
     dtype = getattr(torch, ours.get("torch_dtype") or "float32")
     model_path = ours["model_name_or_path"]
     processor = AutoProcessor.from_pretrained(model_path)
-    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype)
+    scratch, final = Path(args.output_dir), Path(model_dir)
+    reference_table = None
+    if resume_from is not None and args.precompute_ref_log_probs:
+        # The resumed policy is no longer the reference: reuse the table of the first attempt.
+        table = scratch / REFERENCE_TABLE
+        if table.is_file():
+            reference_table = load_file(str(table))["reference_logps"]
+        else:
+            print(f"no {table}: training restarts from step 0", file=sys.stderr)
+            resume_from = None
+    # Resuming, the policy's weights come from the checkpoint through from_pretrained: Trainer's
+    # own resume loads the state dict without the model's key mapping (transformers 5.6 saves
+    # Qwen2-VL under its original key names), which would silently restore nothing.
+    policy_path = str(resume_from) if resume_from is not None else model_path
+    model = AutoModelForImageTextToText.from_pretrained(policy_path, dtype=dtype)
     reference = None
     if not args.precompute_ref_log_probs:
         reference = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype)
@@ -108,6 +143,8 @@ def train_from_file(run_file: str | Path, model_dir: str | Path) -> dict[str, An
         perturbation_config(ours, args),
         args.cutoff_len,
     )
+    if reference_table is not None:
+        dataset.reference_logps = reference_table
     tokenizer = processor.tokenizer
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -120,8 +157,7 @@ def train_from_file(run_file: str | Path, model_dir: str | Path) -> dict[str, An
         processing_class=processor,
         reference_model=reference,
     )
-    result = trainer.train()
-    scratch, final = Path(args.output_dir), Path(model_dir)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(scratch))
     summary = {
         "records": len(examples),
@@ -131,8 +167,6 @@ def train_from_file(run_file: str | Path, model_dir: str | Path) -> dict[str, An
     }
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(scratch))
-        (scratch / "sherlock_training.json").write_text(json.dumps(summary, indent=1))
-        shutil.rmtree(final, ignore_errors=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        scratch.rename(final)
+        atomic.write_json(scratch / "sherlock_training.json", summary)
+        finalise(scratch, final)
     return summary

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sherlock import atomic
 from sherlock.records import IMAGE_TOKEN, Record, SourceDataError, strip_image_token
 
 
@@ -50,7 +51,8 @@ def sft_row_to_record(row: dict, origin: str = "dataset") -> Record:
 
 
 def write_json(path: str | Path, rows: list[dict]) -> None:
-    Path(path).write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    """The rows as one JSON list, written complete or not at all."""
+    atomic.write_json(path, rows)
 
 
 def read_json(path: str | Path) -> list[dict]:

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from sherlock.atomic import atomic_output
 from sherlock.losses import SEQUENCE_NAMES, sherlock_loss
 from sherlock.perturb import Perturbation, PerturbationConfig, dynamic_weights
 from sherlock.pref_encoding import collate_sequences, encode_example, sequence_log_probs
 from sherlock.preference import PreferenceDataError, PreferenceExample
+from sherlock.training_scratch import REFERENCE_TABLE
 
 N_SEQ = len(SEQUENCE_NAMES)
 
@@ -270,4 +274,8 @@ class _PrecomputeReference(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.trainer.train_dataset.reference_logps is None:
-            self.trainer.precompute_reference()
+            table = self.trainer.precompute_reference()
+            if args.save_strategy != "no" and self.trainer.is_world_process_zero():
+                # A resumed attempt needs the table of the untrained policy (pref_training).
+                with atomic_output(Path(args.output_dir) / REFERENCE_TABLE) as path:
+                    save_file({"reference_logps": table.contiguous()}, str(path))

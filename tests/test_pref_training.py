@@ -457,3 +457,73 @@ def test_sft_term_is_the_mean_token_nll_of_every_chosen_target(
     nll = -logps[:, chosen].sum(-1) / counts[:, chosen].sum(-1)  # by hand, per record
     at_start = 0.2 * torch.log(torch.tensor(2.0)).item() + 1.6  # every Δ is 0
     assert loss == pytest.approx(at_start + 0.5 * float(nll.mean()), abs=1e-4)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
+    tiny_model_dir: Path, tmp_path: Path, examples: list[PreferenceExample], monkeypatch
+) -> None:
+    """Crash at step 3 of 8, rerun: the resumed model equals an uninterrupted run's.
+
+    It would not if the resumed attempt recomputed the reference log-probs with the already
+    updated policy, restarted the data order, or lost the optimizer state.
+    """
+    import yaml
+    from safetensors.torch import load_file
+
+    from sherlock.pref_training import prepare_run, train_from_file
+
+    prefs = tmp_path / "prefs.json"
+    prefs.write_text(json.dumps([preference_row(ex) for ex in examples]))
+
+    def run_file(name: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        settings = {
+            "model_name_or_path": str(tiny_model_dir),
+            "dataset": str(prefs),
+            "output_dir": str(tmp_path / f"{name}.partial"),
+            "per_device_train_batch_size": 2,
+            "num_train_epochs": 2,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": 1,
+            "save_total_limit": 2,
+            "report_to": "none",
+            "seed": 3,
+        }
+        path.write_text(yaml.safe_dump(settings))
+        return path
+
+    uninterrupted = run_file("whole")
+    assert prepare_run(uninterrupted, resume=True) is None
+    train_from_file(uninterrupted, tmp_path / "whole")
+
+    interrupted = run_file("resumed")
+    original_step = SherlockTrainer.training_step
+    steps = {"n": 0}
+
+    def crash_at_third_step(self, *args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(SherlockTrainer, "training_step", crash_at_third_step)
+    assert prepare_run(interrupted, resume=True) is None
+    with pytest.raises(KeyboardInterrupt):
+        train_from_file(interrupted, tmp_path / "resumed")
+    monkeypatch.setattr(SherlockTrainer, "training_step", original_step)
+    assert not (tmp_path / "resumed").exists()  # no half-made checkpoint target
+    checkpoint = prepare_run(interrupted, resume=True)
+    assert checkpoint == tmp_path / "resumed.partial" / "checkpoint-2"
+    summary = train_from_file(interrupted, tmp_path / "resumed", checkpoint)
+
+    assert summary["records"] == 8
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=1e-6)
+    initial = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert any(not torch.equal(initial[name], whole[name]) for name in whole)  # it trained
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint-*")) == []

@@ -4,6 +4,7 @@ table (HTML) and the accuracy-by-turn figure."""
 import argparse
 import json
 
+from sherlock.atomic import atomic_output
 from sherlock.evaluation import accuracy_frame, accuracy_rows, paper_table
 from sherlock.figures import accuracy_by_turn
 from sherlock.html_table import write_table_page
@@ -33,9 +34,11 @@ def main() -> None:
             summary = json.load(handle)
         rows += accuracy_rows(summary, summary["checkpoint"], summary["benchmark"])
     frame = accuracy_frame(rows, args.checkpoints.split(","))
-    frame.to_parquet(args.parquet, index=False)
-    frame.to_csv(args.csv, index=False)
-    frame.to_json(args.json, orient="records", indent=1)
+    with atomic_output(args.parquet) as parquet, atomic_output(args.csv) as csv:
+        frame.to_parquet(parquet, index=False)
+        frame.to_csv(csv, index=False)
+    with atomic_output(args.json) as json_file:
+        frame.to_json(json_file, orient="records", indent=1)
     table = paper_table(frame)
     write_table_page(table, args.html, "Accuracy by checkpoint and self-correction turn", INTRO)
     accuracy_by_turn(frame, args.figure)

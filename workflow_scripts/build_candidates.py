@@ -2,7 +2,12 @@
 
 import argparse
 
-from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
+from sherlock.generation.cli import (
+    add_generation_arguments,
+    backend_from_args,
+    finish_progress,
+    sampling_from_args,
+)
 from sherlock.online import generate_candidates
 from sherlock.prompts import load_prompt
 from sherlock.sharegpt import read_json, sft_row_to_record, write_json
@@ -19,14 +24,16 @@ def main() -> None:
     args = parser.parse_args()
 
     items = [sft_row_to_record(row, origin=args.pool) for row in read_json(args.pool)]
+    backend = backend_from_args(args, progress_for=args.output)
     rows = generate_candidates(
-        backend_from_args(args),
+        backend,
         items,
         load_prompt("refine", args.refine_prompt),
         sampling_from_args(args),
         provenance={"iteration": args.iteration, "model": args.model},
     )
     write_json(args.output, rows)
+    finish_progress(backend)
     with_answer = [sum(row["answers"][t] is not None for row in rows) for t in range(4)]
     stage_summary(
         f"candidates iter{args.iteration}",

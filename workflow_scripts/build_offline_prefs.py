@@ -2,7 +2,12 @@
 
 import argparse
 
-from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
+from sherlock.generation.cli import (
+    add_generation_arguments,
+    backend_from_args,
+    finish_progress,
+    sampling_from_args,
+)
 from sherlock.perturbed_pairs import PairSource, add_pair_arguments, build_pair_file
 from sherlock.sharegpt import read_json, sft_row_to_record
 from sherlock.stage_log import stage_summary
@@ -20,9 +25,9 @@ def main() -> None:
         PairSource(r.id, r.image, r.question, chosen=r.answer, truncation_source=r.answer)
         for r in records
     ]
-    stats = build_pair_file(
-        args, sources, backend_from_args(args), sampling_from_args(args), "offline"
-    )
+    backend = backend_from_args(args, progress_for=args.output)
+    stats = build_pair_file(args, sources, backend, sampling_from_args(args), "offline")
+    finish_progress(backend)
     stage_summary("offline prefs", f"{len(records)} records -> {stats['records']} pairs; {stats}")
 
 

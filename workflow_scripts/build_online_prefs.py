@@ -2,7 +2,12 @@
 
 import argparse
 
-from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
+from sherlock.generation.cli import (
+    add_generation_arguments,
+    backend_from_args,
+    finish_progress,
+    sampling_from_args,
+)
 from sherlock.perturbed_pairs import PairSource, add_pair_arguments, build_pair_file
 from sherlock.sharegpt import read_json
 from sherlock.stage_log import stage_summary
@@ -27,14 +32,16 @@ def main() -> None:
         )
         for row in chosen
     ]
+    backend = backend_from_args(args, progress_for=args.output)
     stats = build_pair_file(
         args,
         sources,
-        backend_from_args(args),
+        backend,
         sampling_from_args(args),
         f"online-iter{args.iteration}",
         provenance={"iteration": args.iteration},
     )
+    finish_progress(backend)
     stage_summary(f"rejected iter{args.iteration}", f"{len(chosen)} chosen -> {stats}")
 
 

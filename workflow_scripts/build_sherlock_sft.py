@@ -4,7 +4,12 @@ import argparse
 import json
 
 from sherlock.generation import GenerationRequest
-from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
+from sherlock.generation.cli import (
+    add_generation_arguments,
+    backend_from_args,
+    finish_progress,
+    sampling_from_args,
+)
 from sherlock.prompts import load_prompt
 from sherlock.sft_data import answer_stats, sherlock_sft_rows
 from sherlock.sharegpt import read_json, sft_row_to_record, write_json
@@ -20,12 +25,13 @@ def main() -> None:
     args = parser.parse_args()
 
     d_b = [sft_row_to_record(row, origin=args.d_b) for row in read_json(args.d_b)]
-    backend = backend_from_args(args)
+    backend = backend_from_args(args, progress_for=args.output)
     requests = [GenerationRequest(key=r.id, image=r.image, user_text=r.question) for r in d_b]
     sampling = sampling_from_args(args)
     answers = dict(zip([r.id for r in d_b], backend.generate(requests, sampling), strict=True))
     rows = sherlock_sft_rows(d_b, answers, load_prompt("refine", args.refine_prompt), args.model)
     write_json(args.output, rows)
+    finish_progress(backend)
     stats = answer_stats(d_b, answers)
     stage_summary(
         "sherlock_sft data",

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from sherlock.atomic import atomic_directory
 from sherlock.stage_log import stage_summary
 from sherlock.tiny_model import build_tiny_vlm, corpus_from_jsonl
 
@@ -20,18 +21,19 @@ def main() -> None:
     parser.add_argument("--vision-depth", type=int, required=True)
     parser.add_argument("--vision-embed-dim", type=int, required=True)
     args = parser.parse_args()
-    info = build_tiny_vlm(
-        Path(args.out_dir),
-        corpus_from_jsonl([Path(p) for p in args.corpus]),
-        seed=args.seed,
-        image_size=args.image_size,
-        vocab_size=args.vocab_size,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        num_heads=args.num_heads,
-        vision_depth=args.vision_depth,
-        vision_embed_dim=args.vision_embed_dim,
-    )
+    with atomic_directory(args.out_dir) as scratch:
+        info = build_tiny_vlm(
+            scratch,
+            corpus_from_jsonl([Path(p) for p in args.corpus]),
+            seed=args.seed,
+            image_size=args.image_size,
+            vocab_size=args.vocab_size,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            num_heads=args.num_heads,
+            vision_depth=args.vision_depth,
+            vision_embed_dim=args.vision_embed_dim,
+        )
     stage_summary("tiny model", f"{info} in {args.out_dir}")
 
 

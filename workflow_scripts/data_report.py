@@ -7,6 +7,7 @@ import re
 
 import yaml
 
+from sherlock.atomic import atomic_output
 from sherlock.data_stats import stage_table
 from sherlock.figures import acceptance_rates, perturbation_histograms
 from sherlock.html_table import write_table_page
@@ -57,7 +58,8 @@ def main() -> None:
         offline_pairs,
         online,
     )
-    table.to_csv(args.table_csv, index=False)
+    with atomic_output(args.table_csv) as csv:
+        table.to_csv(csv, index=False)
     write_table_page(
         table,
         args.table_html,

@@ -1,12 +1,17 @@
 """Score one checkpoint on one benchmark: the direct answer and each self-correction turn."""
 
 import argparse
-import json
 import sys
 
+from sherlock import atomic
 from sherlock.benchmark import BenchmarkError, read_benchmark
 from sherlock.evaluation import evaluate
-from sherlock.generation.cli import add_generation_arguments, backend_from_args, sampling_from_args
+from sherlock.generation.cli import (
+    add_generation_arguments,
+    backend_from_args,
+    finish_progress,
+    sampling_from_args,
+)
 from sherlock.prompts import load_prompt
 from sherlock.sharegpt import write_json
 from sherlock.stage_log import stage_summary
@@ -33,8 +38,9 @@ def main() -> None:
     offered = len(items)
     if args.max_items is not None:
         items = items[: args.max_items]
+    backend = backend_from_args(args, progress_for=args.responses)
     rows, summary = evaluate(
-        backend_from_args(args),
+        backend,
         items,
         load_prompt("refine", args.refine_prompt),
         sampling_from_args(args),
@@ -49,8 +55,8 @@ def main() -> None:
         **summary,
     }
     write_json(args.responses, rows)
-    with open(args.summary, "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=1)
+    atomic.write_json(args.summary, summary)
+    finish_progress(backend)
     accuracy = " -> ".join(f"{turn['accuracy']:.1%}" for turn in summary["turns"])
     stage_summary(
         f"evaluate {args.checkpoint_name} on {args.benchmark_name}",

@@ -1,9 +1,9 @@
 """Source data → validated canonical records (JSONL), rejects and a summary."""
 
 import argparse
-import json
 import sys
 
+from sherlock import atomic
 from sherlock.records import (
     SourceDataError,
     check_invalid_fraction,
@@ -43,8 +43,7 @@ def main() -> None:
     except SourceDataError as error:
         sys.exit(f"error: {error}")
     write_jsonl(args.records, records_to_rows(result.records))
-    with open(args.summary, "w", encoding="utf-8") as handle:
-        json.dump({"source": args.source, **result.summary()}, handle, indent=2)
+    atomic.write_json(args.summary, {"source": args.source, **result.summary()}, indent=2)
 
 
 if __name__ == "__main__":

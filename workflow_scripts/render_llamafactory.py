@@ -17,6 +17,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--hparams", required=True, help="JSON object of LLaMA-Factory keys")
     parser.add_argument("--output-dir", required=True, help="scratch folder LLaMA-Factory writes")
+    parser.add_argument("--checkpointing", required=True, help="JSON of config 'checkpointing'")
     parser.add_argument("--yaml", required=True)
     parser.add_argument("--info", required=True)
     args = parser.parse_args()
@@ -29,6 +30,7 @@ def main() -> None:
         hparams=json.loads(args.hparams),
         media_dir=os.getcwd(),
         seed=args.seed,
+        checkpointing=json.loads(args.checkpointing),
     )
     write_run_files(args.yaml, args.info, config, dataset_info(args.name, args.data))
 

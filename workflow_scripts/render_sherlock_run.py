@@ -2,9 +2,9 @@
 
 import argparse
 import json
-from pathlib import Path
 
-import yaml
+from sherlock import atomic
+from sherlock.training_scratch import checkpoint_keys
 
 
 def main() -> None:
@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("--refine-prompt", default=None)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--output-dir", required=True, help="scratch folder of the trainer")
+    parser.add_argument("--checkpointing", required=True, help="JSON of config 'checkpointing'")
     parser.add_argument("--run-file", required=True)
     args = parser.parse_args()
     hparams = {k: v for k, v in json.loads(args.hparams).items() if v is not None}
@@ -28,11 +29,11 @@ def main() -> None:
         "recipe": perturbation["recipe"],
         "output_dir": args.output_dir,
         "seed": args.seed,
-        "save_strategy": "no",
+        **checkpoint_keys(json.loads(args.checkpointing)),
         "report_to": "none",
         **hparams,
     }
-    Path(args.run_file).write_text(yaml.safe_dump(run, sort_keys=False), encoding="utf-8")
+    atomic.write_yaml(args.run_file, run)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from functools import partial
 
 import yaml
 
+from sherlock import atomic
 from sherlock.generation import SamplingParams
 from sherlock.judge import exact_equivalent, llm_equivalent
 from sherlock.online import select_chosen
@@ -69,8 +70,7 @@ def main() -> None:
             "or change generation.candidates (sampling) or online.judge."
         )
     write_json(args.output, kept)
-    with open(args.summary, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(summary, handle, sort_keys=False)
+    atomic.write_yaml(args.summary, summary)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--yaml", required=True)
     parser.add_argument("--model-dir", required=True)
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue an interrupted attempt from its last complete intermediate checkpoint",
+    )
     args = parser.parse_args()
-    run_training(args.yaml, args.model_dir)
+    run_training(args.yaml, args.model_dir, resume=args.resume)
     with open(os.path.join(args.model_dir, "all_results.json"), encoding="utf-8") as handle:
         results = json.load(handle)
     stage_summary(

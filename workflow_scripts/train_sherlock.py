@@ -2,13 +2,14 @@
 
 With more than one visible GPU the script starts itself again under ``torchrun``, one process per
 GPU (as ``llamafactory-cli train`` does for Stage I), unless it already runs under a launcher.
+The launching process decides once whether to resume, and tells every rank.
 """
 
 import argparse
 import os
 import sys
 
-from sherlock.pref_training import distributed_relaunch, train_from_file
+from sherlock.pref_training import distributed_relaunch, prepare_run, train_from_file
 from sherlock.stage_log import stage_summary
 
 
@@ -16,11 +17,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_file", help="YAML: training arguments + model/dataset keys")
     parser.add_argument("--model-dir", required=True, help="final checkpoint folder")
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue an interrupted attempt from its last complete intermediate checkpoint",
+    )
+    parser.add_argument("--resume-from", default=None, help=argparse.SUPPRESS)  # set for ranks
     args = parser.parse_args()
-    relaunch = distributed_relaunch(sys.argv, os.environ)
-    if relaunch is not None:
-        os.execvp(relaunch[0], relaunch)
-    summary = train_from_file(args.run_file, args.model_dir)
+    resume_from = args.resume_from
+    if "LOCAL_RANK" not in os.environ:
+        resume_from = prepare_run(args.run_file, args.resume)
+        argv = [*sys.argv, *(["--resume-from", str(resume_from)] if resume_from else [])]
+        relaunch = distributed_relaunch(argv, os.environ)
+        if relaunch is not None:
+            os.execvp(relaunch[0], relaunch)
+    summary = train_from_file(args.run_file, args.model_dir, resume_from)
     stage_summary(
         f"train {os.path.basename(os.path.normpath(args.model_dir))}",
         f"{summary['records']} preference records, mean training loss "

@@ -61,7 +61,12 @@ class GenerationBackend(ABC):
     def generate(
         self, requests: Sequence[GenerationRequest], sampling: SamplingParams
     ) -> list[str]:
-        """For each request, in order, the assistant text after its prefix (see module doc)."""
+        """For each request, in order, the assistant text after its prefix (see module doc).
+
+        Batch ``b`` of a call (requests ``b·batch_size`` onwards) samples with seed
+        ``sampling.seed + b``, so a call split into whole batches gives the same texts
+        (``sherlock.generation.resumable`` relies on it).
+        """
 
 
 def _transformers_backend(model_path: str, **options: Any) -> GenerationBackend:

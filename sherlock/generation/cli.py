@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sherlock.generation.base import GenerationBackend, SamplingParams, load_backend
+from sherlock.generation.resumable import ResumableBackend, folder_signature
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +19,41 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, required=True)
     parser.add_argument("--top-p", type=float, required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="save progress every this many requests (a multiple of --batch-size); "
+        "a rerun after a kill resumes from the saved chunks",
+    )
 
 
-def backend_from_args(args: argparse.Namespace) -> GenerationBackend:
-    return load_backend(args.backend, args.model, batch_size=args.batch_size, dtype=args.dtype)
+def backend_from_args(
+    args: argparse.Namespace, progress_for: str | None = None
+) -> GenerationBackend:
+    """The backend; with ``progress_for`` (the job's main output) and ``--chunk-size``, wrapped
+    so that progress is kept in ``<progress_for>.progress`` (see ``ResumableBackend``)."""
+    backend = load_backend(args.backend, args.model, batch_size=args.batch_size, dtype=args.dtype)
+    if progress_for is None or args.chunk_size is None:
+        return backend
+    return ResumableBackend(
+        backend,
+        progress_folder(progress_for),
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        identity={"arguments": sorted(vars(args).items()), "model": folder_signature(args.model)},
+    )
+
+
+def progress_folder(output: str) -> Path:
+    """Where a generating job whose main output is ``output`` keeps its chunks."""
+    return Path(f"{output}.progress")
+
+
+def finish_progress(backend: GenerationBackend) -> None:
+    """Delete the saved chunks of a job whose outputs are now written."""
+    if isinstance(backend, ResumableBackend):
+        backend.finish()
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
