@@ -114,6 +114,7 @@ def generation_options(sampling):
         f" --max-new-tokens {gen['max_new_tokens']} --dtype {gen['dtype']}"
         f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
         f" --seed {config['seed']}"
+        + (" --trust-remote-code" if config["base_model"]["trust_remote_code"] else "")
     )
 
 
@@ -126,6 +127,8 @@ def policy_for(wildcards):
 def judge_options():
     judge = config["online"]["judge"]
     options = f"--judge {judge['kind']}"
+    if judge["trust_remote_code"]:
+        options += " --trust-remote-code"
     if judge["kind"] == "llm":
         options += (
             f" --judge-model {shlex.quote(judge['model'])} --judge-batch-size {judge['batch_size']}"
@@ -172,3 +175,8 @@ def image_root_option(wildcards):
 def resume_option():
     """Whether a training rerun continues from its last intermediate checkpoint (config)."""
     return "--resume" if config["checkpointing"]["resume"] else "--no-resume"
+
+
+def remote_code_option():
+    """--trust-remote-code for runs of the base model's family, only when the config opts in."""
+    return "--trust-remote-code" if config["base_model"]["trust_remote_code"] else ""

@@ -44,6 +44,7 @@ rule offline_config:
         seed=config["seed"],
         scratch=res("models", "offline.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
+        remote_code=remote_code_option(),
     log:
         log_file("offline_config"),
     conda:
@@ -52,7 +53,7 @@ rule offline_config:
         "python {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} --run-file {output.run:q} > {log:q} 2>&1"
+        " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file {output.run:q} > {log:q} 2>&1"
 
 
 rule offline:

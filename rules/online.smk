@@ -98,6 +98,7 @@ rule iter_config:
         seed=config["seed"],
         scratch=lambda wildcards: res("models", f"iter{wildcards.k}.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
+        remote_code=remote_code_option(),
     log:
         res("logs", "iter_config_iter{k}.log"),
     conda:
@@ -106,7 +107,7 @@ rule iter_config:
         "python {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} --run-file {output.run:q} > {log:q} 2>&1"
+        " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file {output.run:q} > {log:q} 2>&1"
 
 
 rule iter_model:

@@ -16,6 +16,7 @@ rule r0_config:
         seed=config["seed"],
         scratch=res("models", "r0.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
+        remote_code=remote_code_option(),
     log:
         log_file("r0_config"),
     conda:
@@ -24,7 +25,7 @@ rule r0_config:
         "python {params.script:q} --data {input.data:q} --name sherlock_d_a"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q}"
+        " --checkpointing {params.checkpointing:q} {params.remote_code}"
         " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 
@@ -94,6 +95,7 @@ rule sft_config:
         seed=config["seed"],
         scratch=res("models", "sft.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
+        remote_code=remote_code_option(),
     log:
         log_file("sft_config"),
     conda:
@@ -102,7 +104,7 @@ rule sft_config:
         "python {params.script:q} --data {input.data:q} --name sherlock_sft"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q}"
+        " --checkpointing {params.checkpointing:q} {params.remote_code}"
         " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 

@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model folder run its own code (off by default)",
+    )
     return parser
 
 
@@ -48,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         device=args.device,
         dtype=args.dtype,
         progress=False,
+        trust_remote_code=args.trust_remote_code,
     )
     sampling = SamplingParams(args.temperature, args.top_p, args.max_new_tokens, args.seed)
     question = Question("question", args.image, args.question)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sherlock import atomic
+from sherlock.model_files import require_safetensors
 from sherlock.training_scratch import (
     RESUME_FILE,
     checkpoint_keys,
@@ -30,11 +31,10 @@ _FIXED = {
     "stage": "sft",
     "do_train": True,
     "finetuning_type": "full",
-    "trust_remote_code": False,
     "overwrite_cache": True,
     "overwrite_output_dir": True,  # we decide about resuming (sherlock.training_scratch)
     "plot_loss": False,
-    "report_to": "none",
+    "report_to": "none",  # no tracker: nothing (keys included) leaves the machine
 }
 
 
@@ -60,6 +60,7 @@ def train_config(
     media_dir: str | Path,
     seed: int,
     checkpointing: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """The full LLaMA-Factory training YAML for one SFT run."""
     config = {
@@ -72,6 +73,7 @@ def train_config(
         "seed": seed,
         **_FIXED,
         **checkpoint_keys(checkpointing or {}),
+        "trust_remote_code": trust_remote_code,  # off unless base_model.trust_remote_code
     }
     for key, value in hparams.items():
         if value is not None:  # null in our config = LLaMA-Factory's default
@@ -109,6 +111,7 @@ def run_training(yaml_path: str | Path, final_dir: str | Path, resume: bool = Tr
     )
     if cli is None:
         raise RuntimeError("llamafactory-cli is not installed in this environment")
+    require_safetensors(config["model_name_or_path"])
     fingerprint = run_fingerprint(config, dataset_files(config), config["model_name_or_path"])
     checkpoint = prepare_scratch(scratch, fingerprint, resume)
     run_file = Path(yaml_path)

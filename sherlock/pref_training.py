@@ -21,6 +21,7 @@ import yaml
 from safetensors.torch import load_file
 
 from sherlock import atomic
+from sherlock.model_files import model_load_kwargs
 from sherlock.perturb import PerturbationConfig
 from sherlock.preference import load_preferences
 from sherlock.prompts import load_prompt
@@ -45,6 +46,7 @@ RUN_KEYS = (
     "refine_prompt",
     "perturbation",
     "torch_dtype",
+    "trust_remote_code",
 )
 
 
@@ -116,7 +118,8 @@ def train_from_file(
     ours, args = split_run_config(config)
     dtype = getattr(torch, ours.get("torch_dtype") or "float32")
     model_path = ours["model_name_or_path"]
-    processor = AutoProcessor.from_pretrained(model_path)
+    remote_code = bool(ours.get("trust_remote_code"))
+    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=remote_code)
     scratch, final = Path(args.output_dir), Path(model_dir)
     reference_table = None
     if resume_from is not None and args.precompute_ref_log_probs:
@@ -131,10 +134,14 @@ def train_from_file(
     # own resume loads the state dict without the model's key mapping (transformers 5.6 saves
     # Qwen2-VL under its original key names), which would silently restore nothing.
     policy_path = str(resume_from) if resume_from is not None else model_path
-    model = AutoModelForImageTextToText.from_pretrained(policy_path, dtype=dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        policy_path, dtype=dtype, **model_load_kwargs(policy_path, remote_code)
+    )
     reference = None
     if not args.precompute_ref_log_probs:
-        reference = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype)
+        reference = AutoModelForImageTextToText.from_pretrained(
+            model_path, dtype=dtype, **model_load_kwargs(model_path, remote_code)
+        )
     examples = load_preferences(ours["dataset"], ours.get("image_root") or ".")
     dataset = PreferenceDataset(
         examples,

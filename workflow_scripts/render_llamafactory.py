@@ -20,6 +20,11 @@ def main() -> None:
     parser.add_argument("--checkpointing", required=True, help="JSON of config 'checkpointing'")
     parser.add_argument("--yaml", required=True)
     parser.add_argument("--info", required=True)
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model folder run its own code (off unless the config opts in)",
+    )
     args = parser.parse_args()
     config = train_config(
         model=args.model,
@@ -31,6 +36,7 @@ def main() -> None:
         media_dir=os.getcwd(),
         seed=args.seed,
         checkpointing=json.loads(args.checkpointing),
+        trust_remote_code=args.trust_remote_code,
     )
     write_run_files(args.yaml, args.info, config, dataset_info(args.name, args.data))
 

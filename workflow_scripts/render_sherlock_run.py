@@ -18,6 +18,11 @@ def main() -> None:
     parser.add_argument("--output-dir", required=True, help="scratch folder of the trainer")
     parser.add_argument("--checkpointing", required=True, help="JSON of config 'checkpointing'")
     parser.add_argument("--run-file", required=True)
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model folder run its own code (off unless the config opts in)",
+    )
     args = parser.parse_args()
     hparams = {k: v for k, v in json.loads(args.hparams).items() if v is not None}
     perturbation = json.loads(args.perturbation)
@@ -29,6 +34,7 @@ def main() -> None:
         "recipe": perturbation["recipe"],
         "output_dir": args.output_dir,
         "seed": args.seed,
+        "trust_remote_code": args.trust_remote_code,
         **checkpoint_keys(json.loads(args.checkpointing)),
         "report_to": "none",
         **hparams,

@@ -23,6 +23,11 @@ def main() -> None:
     parser.add_argument("--judge-batch-size", type=int, default=8)
     parser.add_argument("--judge-max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model folder run its own code (off unless the config opts in)",
+    )
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--target", type=int, required=True, help="keep at most this many")
     parser.add_argument("--min-pairs", type=int, required=True)
@@ -40,7 +45,10 @@ def main() -> None:
         if not args.judge_model:
             sys.exit("online.judge.model: the llm judge needs a text model")
         backend = TransformersTextBackend(
-            args.judge_model, batch_size=args.judge_batch_size, dtype=args.dtype
+            args.judge_model,
+            batch_size=args.judge_batch_size,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
         )
         greedy = SamplingParams(0.0, 1.0, args.judge_max_new_tokens, args.seed)
         template = load_prompt("consistency_judge")

@@ -20,6 +20,11 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model folder run its own code (config: base_model.trust_remote_code)",
+    )
+    parser.add_argument(
         "--chunk-size",
         type=int,
         default=None,
@@ -33,7 +38,13 @@ def backend_from_args(
 ) -> GenerationBackend:
     """The backend; with ``progress_for`` (the job's main output) and ``--chunk-size``, wrapped
     so that progress is kept in ``<progress_for>.progress`` (see ``ResumableBackend``)."""
-    backend = load_backend(args.backend, args.model, batch_size=args.batch_size, dtype=args.dtype)
+    backend = load_backend(
+        args.backend,
+        args.model,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
     if progress_for is None or args.chunk_size is None:
         return backend
     return ResumableBackend(

@@ -25,6 +25,7 @@ from sherlock.generation.base import (
     SamplingParams,
     cut_continuation,
 )
+from sherlock.model_files import model_load_kwargs
 from sherlock.response import CONCLUSION_END
 
 _DTYPES = {
@@ -107,13 +108,19 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
         device: str = "auto",
         dtype: str | torch.dtype = "auto",
         progress: bool = True,
+        trust_remote_code: bool = False,
     ) -> None:
         self._set_batching(batch_size, device, dtype, progress)
         self.model_path = str(model_path)
-        self.processor = AutoProcessor.from_pretrained(self.model_path)
+        load = model_load_kwargs(self.model_path, trust_remote_code)
+        self.processor = AutoProcessor.from_pretrained(
+            self.model_path, trust_remote_code=trust_remote_code
+        )
         self.tokenizer = self.processor.tokenizer
         pad_left(self.tokenizer)
-        self.model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype)
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            self.model_path, dtype=self.dtype, **load
+        )
         self.model.to(self.device).eval()
         self.eos_token_ids = self._eos_token_ids()
 
@@ -202,15 +209,19 @@ class TransformersTextBackend(_BatchSettings):
         device: str = "auto",
         dtype: str | torch.dtype = "auto",
         progress: bool = True,
+        trust_remote_code: bool = False,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._set_batching(batch_size, device, dtype, progress)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        load = model_load_kwargs(model_path, trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            str(model_path), trust_remote_code=trust_remote_code
+        )
         if self.tokenizer.chat_template is None:
             raise ValueError(f"{model_path}: the judge model's tokenizer has no chat template")
         pad_left(self.tokenizer)
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=self.dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=self.dtype, **load)
         self.model.to(self.device).eval()
 
     @torch.inference_mode()
