@@ -113,7 +113,11 @@ def test_remote_code_is_off_unless_the_config_opts_in(tmp_path: Path) -> None:
     opt_in = tmp_path / "opt_in.yaml"
     opt_in.write_text("base_model: {trust_remote_code: true}\n")
     planned = commands("--configfile", str(opt_in))
-    flagged = {line.split()[1] for line in planned.splitlines() if "--trust-remote-code" in line}
+    flagged = {
+        line.split()[3]  # "Shell command: python <script> ..."
+        for line in planned.splitlines()
+        if line.startswith("Shell command: ") and "--trust-remote-code" in line
+    }
     # every job that loads the run's models: renderers of all trainings and all generation
     assert {Path(script).stem for script in flagged} == {
         "render_llamafactory",
@@ -162,7 +166,8 @@ def test_every_config_path_reaches_the_shell_as_one_quoted_word(tmp_path: Path) 
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("python ")]
+    prefix = "Shell command: "
+    lines = [line[len(prefix) :] for line in result.stdout.splitlines() if line.startswith(prefix)]
     assert len(lines) > 30  # every job of the default target
     for line in lines:
         words = shlex.split(line)
