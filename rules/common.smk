@@ -180,3 +180,10 @@ def resume_option():
 def remote_code_option():
     """--trust-remote-code for runs of the base model's family, only when the config opts in."""
     return "--trust-remote-code" if config["base_model"]["trust_remote_code"] else ""
+
+
+def perturbed_images(path):
+    """The folder of perturbed images a pair-building job writes: no later job reads it, so it
+    is deleted as soon as the job ends unless intermediates.keep_perturbed_images is on."""
+    folder = directory(path)
+    return folder if config["intermediates"]["keep_perturbed_images"] else temp(folder)

@@ -9,7 +9,7 @@ rule offline_prefs:
     output:
         data=res("data", "offline_prefs.json"),
         summary=res("data", "offline_prefs_summary.yaml"),
-        images=directory(res("data", "offline_images")),
+        images=perturbed_images(res("data", "offline_images")),
     params:
         script=script("build_offline_prefs"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),

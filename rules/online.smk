@@ -62,7 +62,7 @@ rule rejected:
     output:
         data=res("online", "iter{k}", "rejected.json"),
         summary=res("online", "iter{k}", "rejected_summary.yaml"),
-        images=directory(res("online", "iter{k}", "perturbed_images")),
+        images=perturbed_images(res("online", "iter{k}", "perturbed_images")),
     params:
         script=script("build_online_prefs"),
         generation=generation_options("continuation"),
