@@ -38,6 +38,7 @@ rule source_records:
         format="llava_cot" if SYNTHETIC else config["source"]["format"],
         image_root=lambda wildcards, input: source_image_root(input.source),
         max_invalid_fraction=config["source"]["max_invalid_fraction"],
+        max_image_pixels=config["source"]["max_image_pixels"],
     log:
         log_file("source_records"),
     benchmark:
@@ -48,6 +49,7 @@ rule source_records:
         "python {params.script:q} --source {input.source:q} --format {params.format:q}"
         " --image-root {params.image_root:q}"
         " --max-invalid-fraction {params.max_invalid_fraction:q}"
+        " --max-image-pixels {params.max_image_pixels:q}"
         " --records {output.records:q} --rejects {output.rejects:q} --summary {output.summary:q}"
         " 2>&1 | tee {log:q}"
 

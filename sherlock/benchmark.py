@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sherlock import atomic
 from sherlock.chat import IMAGE_PLACEHOLDER
+from sherlock.images import DEFAULT_MAX_PIXELS, image_problem
 
 LETTERS = string.ascii_uppercase
 MULTIPLE_CHOICE_INSTRUCTION = "Answer with the letter of the correct option."
@@ -94,7 +96,7 @@ def _answer_letter(answer: str, choices: tuple[str, ...]) -> str:
     )
 
 
-def _item(obj: Any, default_id: str, image_root: Path) -> BenchmarkItem:
+def _item(obj: Any, default_id: str, image_root: Path, max_pixels: int) -> BenchmarkItem:
     if not isinstance(obj, dict):
         raise _FieldError("(record)", f"expected a JSON object, got {type(obj).__name__}")
     item_id = obj.get("id", default_id)
@@ -110,6 +112,9 @@ def _item(obj: Any, default_id: str, image_root: Path) -> BenchmarkItem:
     image = image_root / _required_text(obj, "image")
     if not image.is_file():
         raise _FieldError("image", f"no such file: {image}")
+    problem = image_problem(image, max_pixels)
+    if problem:
+        raise _FieldError("image", problem)
     choices = _choices(obj)
     if choices:
         answer = _answer_letter(answer, choices)
@@ -117,7 +122,9 @@ def _item(obj: Any, default_id: str, image_root: Path) -> BenchmarkItem:
 
 
 def read_benchmark(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None = None,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[BenchmarkItem]:
     """Every item of a benchmark file; BenchmarkError listing each bad record otherwise."""
     path = Path(path)
@@ -135,7 +142,7 @@ def read_benchmark(
         where = f"{path}, line {number}"
         try:
             obj = json.loads(line.decode("utf-8"))
-            item = _item(obj, f"{path.stem}-{number}", root)
+            item = _item(obj, f"{path.stem}-{number}", root, max_image_pixels)
         except UnicodeDecodeError as error:
             problems.append(f"{where}: not UTF-8 text ({error.reason} at byte {error.start})")
             continue
@@ -163,6 +170,4 @@ def read_benchmark(
 
 def write_benchmark(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
     """Write benchmark rows (the documented form) as JSONL."""
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    atomic.write_jsonl(path, rows)

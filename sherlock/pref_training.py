@@ -168,6 +168,7 @@ def train_from_file(
     trainer.save_model(str(scratch))
     summary = {
         "records": len(examples),
+        "records_without_weight": sum(example.weight is None for example in examples),
         "train_loss": result.training_loss,
         "log_history": trainer.state.log_history,
         "run_file": str(run_file),

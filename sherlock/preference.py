@@ -9,6 +9,8 @@ provenance (``id``, ``truncation``, ``noise_level``, ``source_id``, ``model``, `
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,37 @@ def _turn_value(row: dict, key: str) -> str:
     return turn
 
 
+def _optional_number(
+    row: dict,
+    field: str,
+    fail: Callable[[str, str], PreferenceDataError],
+    *,
+    minimum: float,
+    exclusive: bool = False,
+    integer: bool = False,
+) -> Any:
+    """A field that may be absent or null (None); otherwise a finite number in range.
+
+    A missing weight is allowed (the trainer takes 1, the paper recipe computes its own β); a
+    NaN, infinite, negative (or, for a weight, zero) one is an error, never a silent no-op.
+    """
+    value = row.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(field, f"not a number: {value!r}")
+    if not math.isfinite(value):
+        raise fail(field, f"not a finite number: {value!r}")
+    if value < minimum or (exclusive and value == minimum):
+        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+        raise fail(field, f"must be {bound}, got {value!r}")
+    if integer:
+        if value != int(value):
+            raise fail(field, f"not an integer: {value!r}")
+        return int(value)
+    return float(value)
+
+
 def parse_preference_row(
     row: Any, index: int, origin: str, image_root: str | Path = "."
 ) -> PreferenceExample:
@@ -100,14 +133,9 @@ def parse_preference_row(
     image = images[0]
     if not Path(image).is_absolute() and not Path(image).exists():
         image = str(Path(image_root) / image)
-    weight = row.get("weights")
-    truncation, noise = row.get("truncation"), row.get("noise_level")
-    try:
-        weight = None if weight is None else float(weight)
-        truncation = None if truncation is None else int(truncation)
-        noise = None if noise is None else float(noise)
-    except (TypeError, ValueError):
-        raise fail("weights/truncation/noise_level", "not a number") from None
+    weight = _optional_number(row, "weights", fail, minimum=0.0, exclusive=True)
+    noise = _optional_number(row, "noise_level", fail, minimum=0.0)
+    truncation = _optional_number(row, "truncation", fail, minimum=0.0, integer=True)
     return PreferenceExample(
         record_id,
         image,

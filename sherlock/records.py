@@ -21,11 +21,12 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
+from sherlock import atomic
+from sherlock.images import DEFAULT_MAX_PIXELS, image_problem
 from sherlock.response import format_problem
 
 IMAGE_TOKEN = "<image>"
@@ -58,13 +59,18 @@ class SourceDataError(ValueError):
 
 
 def _raw_llava_cot(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, parsed object or None, JSON error) for each non-blank line."""
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
+    """(line number, parsed object or None, its error) for each non-blank line.
+
+    Lines are decoded one by one, so a line that is not UTF-8 is one reject, not a lost file.
+    """
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             try:
-                yield line_number, json.loads(line), None
+                yield line_number, json.loads(raw.decode("utf-8")), None
+            except UnicodeDecodeError as error:
+                yield line_number, None, f"not UTF-8 text: {error.reason} at byte {error.start}"
             except json.JSONDecodeError as error:
                 yield line_number, None, f"invalid JSON: {error.msg} at column {error.colno}"
 
@@ -72,6 +78,10 @@ def _raw_llava_cot(path: Path) -> Iterator[tuple[int, Any, str | None]]:
 def _raw_sharegpt(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise SourceDataError(
+            f"{path}: not UTF-8 text: {error.reason} at byte {error.start}"
+        ) from error
     except json.JSONDecodeError as error:
         raise SourceDataError(
             f"{path}: invalid JSON: {error.msg} at line {error.lineno}"
@@ -112,17 +122,6 @@ def _last_turns(turns: list[dict]) -> tuple[str, str]:
 def strip_image_token(text: str) -> str:
     """The question text without its ``<image>`` placeholder (LLaVA-CoT may omit it)."""
     return text.replace(IMAGE_TOKEN, "").strip()
-
-
-def _image_problem(path: str) -> str | None:
-    if not os.path.isfile(path):
-        return f"file not found: {path}"
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
-        return f"cannot open image {path}: {error}"
-    return None
 
 
 def _candidate(
@@ -190,7 +189,12 @@ class LoadResult:
 
 
 def load_records(
-    path: str | Path, form: str, image_root: str | Path, check_images: bool = True, workers: int = 8
+    path: str | Path,
+    form: str,
+    image_root: str | Path,
+    check_images: bool = True,
+    workers: int = 8,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadResult:
     """Read and validate a source file; never raises for a bad record, only collects it."""
     path, image_root = Path(path), Path(image_root)
@@ -220,7 +224,12 @@ def load_records(
             positions.append(index)
     if check_images:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            problems = list(pool.map(_image_problem, (r.image for r in candidates)))
+            problems = list(
+                pool.map(
+                    partial(image_problem, max_pixels=max_image_pixels),
+                    (r.image for r in candidates),
+                )
+            )
     else:
         problems = [None] * len(candidates)
     records = []
@@ -250,9 +259,8 @@ def check_invalid_fraction(
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    """One JSON object per line, written complete or not at all."""
+    atomic.write_jsonl(path, rows)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from sherlock.benchmark import (
     MULTIPLE_CHOICE_INSTRUCTION,
@@ -19,7 +20,7 @@ from sherlock.benchmark import (
 def bench_dir(tmp_path: Path) -> Path:
     (tmp_path / "img").mkdir()
     for name in ("a", "b"):
-        (tmp_path / "img" / f"{name}.png").write_bytes(b"\x89PNG")
+        Image.new("RGB", (8, 8), "white").save(tmp_path / "img" / f"{name}.png")
     return tmp_path
 
 

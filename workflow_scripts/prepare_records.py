@@ -21,12 +21,15 @@ def main() -> None:
     parser.add_argument("--format", required=True, choices=["llava_cot", "sharegpt"])
     parser.add_argument("--image-root", required=True)
     parser.add_argument("--max-invalid-fraction", type=float, required=True)
+    parser.add_argument("--max-image-pixels", type=int, required=True)
     parser.add_argument("--records", required=True)
     parser.add_argument("--rejects", required=True)
     parser.add_argument("--summary", required=True)
     args = parser.parse_args()
     try:
-        result = load_records(args.source, args.format, args.image_root)
+        result = load_records(
+            args.source, args.format, args.image_root, max_image_pixels=args.max_image_pixels
+        )
     except SourceDataError as error:
         sys.exit(f"error: {error}")
     write_jsonl(args.rejects, rejects_to_rows(result.rejects))

@@ -1,0 +1,47 @@
+"""The image check every input image passes (source records, benchmarks) before any model sees it.
+
+An image is usable when it exists, its header and every pixel decode (a truncated file fails
+here, not in the middle of training), it is not larger than a pixel limit, and it has 8 bits per
+channel. Every mode with 8-bit channels (RGB, L, P, RGBA, LA, CMYK, 1) is accepted: all our
+consumers and LLaMA-Factory convert it to RGB the same way. Single-channel 16-bit or 32-bit
+images (modes ``I;16*``, ``I``, ``F``) are refused: ``convert("RGB")`` clips them to white,
+so the model would silently see a different picture.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from PIL import Image
+
+DEFAULT_MAX_PIXELS = 40_000_000  # 6324 × 6324; LLaVA-CoT's largest images are far below
+_WIDE_MODES = ("I", "F")
+
+
+def image_problem(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Why the image at ``path`` cannot be used, or None when it can."""
+    if not os.path.isfile(path):
+        return f"file not found: {path}"
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above its own bomb limit and raises above twice it; we decide by ours.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    return (
+                        f"image too large: {width}x{height} = {width * height} pixels, "
+                        f"more than the limit of {max_pixels}: {path}"
+                    )
+                if image.mode.startswith(_WIDE_MODES):
+                    return (
+                        f"16-bit or wider image (mode {image.mode}): convert it to 8 bits per "
+                        f"channel: {path}"
+                    )
+                image.load()  # every pixel: a truncated or corrupt file fails here
+    except Image.DecompressionBombError as error:
+        return f"image too large: {error}: {path}"
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
+        return f"cannot open image {path}: {error}"
+    return None
