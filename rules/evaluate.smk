@@ -49,7 +49,7 @@ rule evaluate:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script:q} --model {params.model:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {params.model:q} {params.generation}"
         " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
         " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds {params.rounds:q}"
         " {params.max_items} {params.refine}"

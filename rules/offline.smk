@@ -24,7 +24,7 @@ rule offline_prefs:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script:q} --model {input.model:q} --data {input.data:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {input.model:q} --data {input.data:q} {params.generation}"
         " --perturbation {params.perturbation:q} --image-dir {output.images:q}"
         " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
 
@@ -77,4 +77,4 @@ rule offline:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script:q} {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"

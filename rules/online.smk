@@ -23,7 +23,7 @@ rule candidates:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script:q} --model {input.model:q} --pool {input.pool:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {input.model:q} --pool {input.pool:q} {params.generation}"
         " --iteration {wildcards.k:q} {params.refine} --output {output.data:q} > {log:q} 2>&1"
 
 
@@ -43,13 +43,13 @@ rule chosen:
         seed=config["seed"],
     resources:
         # only the llm judge runs a model; the exact judge is a few string comparisons
-        **(job_resources("generate") if config["online"]["judge"]["kind"] == "llm" else {}),
+        **(job_resources("generate") if config["online"]["judge"]["kind"] == "llm" else {"gpu": 0}),
     log:
         res("logs", "chosen_iter{k}.log"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script:q} --candidates {input.candidates:q} {params.judge}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --candidates {input.candidates:q} {params.judge}"
         " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
         " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
 
@@ -77,7 +77,7 @@ rule rejected:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script:q} --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
         " --iteration {wildcards.k:q} --perturbation {params.perturbation:q}"
         " --image-dir {output.images:q} --output {output.data:q} --summary {output.summary:q}"
         " > {log:q} 2>&1"
@@ -131,7 +131,7 @@ rule iter_model:
     conda:
         "../envs/train.yaml"
     shell:
-        "python {params.script:q} {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
 
 
 # `snakemake iter1`, `snakemake iter2`, ...: one named target per configured iteration.

@@ -114,7 +114,7 @@ def test_remote_code_is_off_unless_the_config_opts_in(tmp_path: Path) -> None:
     opt_in.write_text("base_model: {trust_remote_code: true}\n")
     planned = commands("--configfile", str(opt_in))
     flagged = {
-        line.split()[3]  # "Shell command: python <script> ..."
+        next(word for word in line.split() if word.endswith(".py"))  # the workflow script
         for line in planned.splitlines()
         if line.startswith("Shell command: ") and "--trust-remote-code" in line
     }

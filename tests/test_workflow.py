@@ -130,6 +130,11 @@ def test_dry_run_of_the_paper_preset(tmp_path):
     # GPU jobs carry their resource tags
     r0_block = text.split("rule r0:")[1].split("\n\n")[0]
     assert "gpu=8" in r0_block and "runtime=2880" in r0_block
+    generation_block = text.split("rule sherlock_sft_data:")[1].split("\n\n")[0]
+    assert "gpu=1," in generation_block  # one model on one GPU; eight such jobs at once
+    # every GPU job starts through the device allocator, with its own tag as the count
+    assert "python -m sherlock.gpu_slots --count 8 -- python" in plan
+    assert "python -m sherlock.gpu_slots --count 1 -- python" in plan
 
 
 def test_a_bad_config_stops_before_any_job(tmp_path):
