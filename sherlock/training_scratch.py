@@ -9,7 +9,6 @@ that was completely written, and any other scratch content is cleared first.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,19 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from sherlock import atomic
-from sherlock.generation.resumable import digest, folder_signature
+from sherlock.fingerprints import digest, file_digest, folder_signature
 
 FINGERPRINT_FILE = "sherlock_run_fingerprint.json"
+# Written into the scratch folder by the runs that need them; never part of a finished model.
+REFERENCE_TABLE = "reference_logps.safetensors"
+RESUME_FILE = "resume_run.yaml"
 CHECKPOINT_PREFIX = "checkpoint-"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def run_fingerprint(settings: Any, data_files: Iterable[str | os.PathLike[str]], model: str) -> str:
@@ -126,11 +120,6 @@ def finalise(scratch: str | os.PathLike[str], final: str | os.PathLike[str]) -> 
     shutil.rmtree(final, ignore_errors=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch, final)
-
-
-# Written into the scratch folder by the runs that need them; never part of a finished model.
-REFERENCE_TABLE = "reference_logps.safetensors"
-RESUME_FILE = "resume_run.yaml"
 
 
 def _log(message: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sherlock.fingerprints import folder_signature
 from sherlock.generation.base import GenerationBackend, SamplingParams, load_backend
-from sherlock.generation.resumable import ResumableBackend, folder_signature
+from sherlock.generation.resumable import ResumableBackend
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,6 @@ is generated with the seed its first batch would have had in one uninterrupted c
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -24,28 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sherlock import atomic
+from sherlock.fingerprints import digest
 from sherlock.generation.base import GenerationBackend, GenerationRequest, SamplingParams
 
 IDENTITY_FILE = "identity.json"
-
-
-def folder_signature(path: str | os.PathLike[str]) -> list[list[Any]]:
-    """(relative path, size, mtime) of every file under a folder: changes when it is rebuilt.
-
-    A path that is not a local folder (a hub id) stands for itself.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        return [[str(path)]]
-    return [
-        [str(file.relative_to(root)), file.stat().st_size, file.stat().st_mtime_ns]
-        for file in sorted(root.rglob("*"))
-        if file.is_file()
-    ]
-
-
-def digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 class ResumableBackend(GenerationBackend):
