@@ -49,9 +49,11 @@ rule evaluate:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {params.model:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " --model {params.model:q} {params.generation}"
         " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
-        " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds {params.rounds:q}"
+        " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
+        " {params.rounds:q}"
         " {params.max_items} {params.refine}"
         " --responses {output.responses:q} --summary {output.summary:q} > {log:q} 2>&1"
 
@@ -168,7 +170,8 @@ rule data_report:
         " --offline-source {input.offline_source:q} --offline-pairs {input.offline_pairs:q}"
         " --chosen-summaries {input.chosen:q} --online-pairs {input.online_pairs:q}"
         " --table-html {output.table_html:q} --table-csv {output.table_csv:q}"
-        " --perturbations {output.perturbations:q} --acceptance {output.acceptance:q} > {log:q} 2>&1"
+        " --perturbations {output.perturbations:q} --acceptance {output.acceptance:q} > {log:q}"
+        " 2>&1"
 
 
 rule report_figures:

@@ -24,7 +24,8 @@ rule offline_prefs:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {input.model:q} --data {input.data:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " --model {input.model:q} --data {input.data:q} {params.generation}"
         " --perturbation {params.perturbation:q} --image-dir {output.images:q}"
         " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
 
@@ -53,7 +54,8 @@ rule offline_config:
         "python {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file {output.run:q} > {log:q} 2>&1"
+        " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file"
+        " {output.run:q} > {log:q} 2>&1"
 
 
 rule offline:
@@ -77,4 +79,5 @@ rule offline:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"

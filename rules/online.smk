@@ -23,7 +23,8 @@ rule candidates:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {input.model:q} --pool {input.pool:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " --model {input.model:q} --pool {input.pool:q} {params.generation}"
         " --iteration {wildcards.k:q} {params.refine} --output {output.data:q} > {log:q} 2>&1"
 
 
@@ -49,7 +50,8 @@ rule chosen:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --candidates {input.candidates:q} {params.judge}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " --candidates {input.candidates:q} {params.judge}"
         " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
         " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
 
@@ -77,7 +79,8 @@ rule rejected:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
         " --iteration {wildcards.k:q} --perturbation {params.perturbation:q}"
         " --image-dir {output.images:q} --output {output.data:q} --summary {output.summary:q}"
         " > {log:q} 2>&1"
@@ -107,7 +110,8 @@ rule iter_config:
         "python {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file {output.run:q} > {log:q} 2>&1"
+        " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file"
+        " {output.run:q} > {log:q} 2>&1"
 
 
 rule iter_model:
@@ -131,7 +135,8 @@ rule iter_model:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
 
 
 # `snakemake iter1`, `snakemake iter2`, ...: one named target per configured iteration.

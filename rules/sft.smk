@@ -51,7 +51,8 @@ rule r0:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --yaml {input.yaml:q} --model-dir {output.model:q} {params.resume}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " --yaml {input.yaml:q} --model-dir {output.model:q} {params.resume}"
         " > {log:q} 2>&1"
 
 
@@ -76,7 +77,8 @@ rule sherlock_sft_data:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
         " {params.refine} --output {output.data:q} > {log:q} 2>&1"
 
 
@@ -130,5 +132,6 @@ rule sft:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q} --yaml {input.yaml:q} --model-dir {output.model:q} {params.resume}"
+        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        " --yaml {input.yaml:q} --model-dir {output.model:q} {params.resume}"
         " > {log:q} 2>&1"
