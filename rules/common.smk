@@ -187,3 +187,63 @@ def perturbed_images(path):
     is deleted as soon as the job ends unless intermediates.keep_perturbed_images is on."""
     folder = directory(path)
     return folder if config["intermediates"]["keep_perturbed_images"] else temp(folder)
+
+
+# Sharded generation (generation.shards > 1): each generating step runs as `shards` jobs of one
+# GPU's worth each (`<rule>_shard`), every one generating its share of the chunks into
+# `<main output>.shards/<i>`; the step's own job then gathers those chunks, without loading the
+# model, and writes the outputs exactly as one unsharded job would (sherlock.generation.resumable).
+SHARDS = config["generation"]["shards"]
+
+
+wildcard_constraints:
+    shard=r"\d+",
+
+
+def shard_folder(main_output, shard="{shard}"):
+    return f"{main_output}.shards/{shard}"
+
+
+def shard_inputs(main_output):
+    """The shard folders a generating job gathers (none when unsharded)."""
+    if SHARDS == 1:
+        return []
+    return lambda wildcards: [
+        shard_folder(main_output.format(**wildcards), shard) for shard in range(SHARDS)
+    ]
+
+
+def generation_resources():
+    """A generating job's tags: one GPU's worth when it generates, none when it only gathers."""
+    if SHARDS == 1:
+        return job_resources("generate")
+    return {**job_resources("generate"), "gpu": 0}
+
+
+def gather_io(**flags):
+    """params.io of a generating job: `--<flag> <its output>` for each flag (flag → output name),
+    and the shard folders to gather when sharded."""
+
+    def io(wildcards, input, output):
+        words = [f"--{flag} {shlex.quote(output[name])}" for flag, name in flags.items()]
+        if SHARDS > 1:
+            words.append("--saved-chunks " + " ".join(map(shlex.quote, input.shards)))
+        return " ".join(words)
+
+    return io
+
+
+def shard_io(*flags):
+    """params.io of a shard job: its share of the chunks (and images) into its folder; the
+    script's own outputs are not written by a shard, so they point into that folder too."""
+
+    def io(wildcards, output):
+        folder = output.chunks
+        words = [
+            f"--{flag} {shlex.quote(os.path.join(folder, 'images' if flag == 'image-dir' else flag))}"
+            for flag in flags
+        ]
+        words.append(f"--shard {wildcards.shard} --shards {SHARDS} --shard-dir {shlex.quote(folder)}")
+        return " ".join(words)
+
+    return io

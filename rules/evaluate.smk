@@ -25,6 +25,7 @@ rule evaluate:
     input:
         model=checkpoint_input,
         benchmark=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],
+        shards=shard_inputs(res("eval", "{benchmark}", "{checkpoint}_responses.json")),
     output:
         responses=res("eval", "{benchmark}", "{checkpoint}_responses.json"),
         summary=res("eval", "{benchmark}", "{checkpoint}_scores.json"),
@@ -39,8 +40,9 @@ rule evaluate:
         max_items=f"--max-items {EVALUATION['max_items']}" if EVALUATION["max_items"] else "",
         image_root_option=image_root_option,
         refine=refine_prompt_option(),
+        io=gather_io(responses="responses", summary="summary"),
     resources:
-        **job_resources("generate"),
+        **generation_resources(),
     threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "evaluate_{benchmark}_{checkpoint}.log"),
@@ -55,7 +57,23 @@ rule evaluate:
         " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
         " {params.rounds:q}"
         " {params.max_items} {params.refine}"
-        " --responses {output.responses:q} --summary {output.summary:q} > {log:q} 2>&1"
+        " {params.io} > {log:q} 2>&1"
+
+
+use rule evaluate as evaluate_shard with:
+    input:
+        model=checkpoint_input,
+        benchmark=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],
+    output:
+        chunks=directory(shard_folder(res("eval", "{benchmark}", "{checkpoint}_responses.json"))),
+    params:
+        io=shard_io("responses", "summary"),
+    resources:
+        **job_resources("generate"),
+    log:
+        res("logs", "evaluate_{benchmark}_{checkpoint}_shard{shard}.log"),
+    benchmark:
+        res("benchmarks", "evaluate_{benchmark}_{checkpoint}_shard{shard}.tsv")
 
 
 # Without a benchmark (a real source and no evaluation.benchmarks) there is nothing to score.

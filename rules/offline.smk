@@ -6,6 +6,7 @@ rule offline_prefs:
     input:
         model=rules.sft.output.model,
         data=offline_source_split(),
+        shards=shard_inputs(res("data", "offline_prefs.json")),
     output:
         data=res("data", "offline_prefs.json"),
         summary=res("data", "offline_prefs_summary.yaml"),
@@ -14,8 +15,9 @@ rule offline_prefs:
         script=script("build_offline_prefs"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         generation=generation_options("continuation"),
+        io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
-        **job_resources("generate"),
+        **generation_resources(),
     threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         log_file("offline_prefs"),
@@ -26,8 +28,23 @@ rule offline_prefs:
     shell:
         "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
         " --model {input.model:q} --data {input.data:q} {params.generation}"
-        " --perturbation {params.perturbation:q} --image-dir {output.images:q}"
-        " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
+        " --perturbation {params.perturbation:q} {params.io} > {log:q} 2>&1"
+
+
+use rule offline_prefs as offline_prefs_shard with:
+    input:
+        model=rules.sft.output.model,
+        data=offline_source_split(),
+    output:
+        chunks=directory(shard_folder(res("data", "offline_prefs.json"))),
+    params:
+        io=shard_io("image-dir", "output", "summary"),
+    resources:
+        **job_resources("generate"),
+    log:
+        res("logs", "offline_prefs_shard{shard}.log"),
+    benchmark:
+        res("benchmarks", "offline_prefs_shard{shard}.tsv")
 
 
 rule offline_config:

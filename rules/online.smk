@@ -7,14 +7,16 @@ rule candidates:
     input:
         model=policy_for,
         pool=res("data", "pool_{k}.json"),
+        shards=shard_inputs(res("online", "iter{k}", "candidates.json")),
     output:
         data=res("online", "iter{k}", "candidates.json"),
     params:
         script=script("build_candidates"),
         generation=generation_options("candidates"),
         refine=refine_prompt_option(),
+        io=gather_io(output="data"),
     resources:
-        **job_resources("generate"),
+        **generation_resources(),
     threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "candidates_iter{k}.log"),
@@ -25,7 +27,23 @@ rule candidates:
     shell:
         "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
         " --model {input.model:q} --pool {input.pool:q} {params.generation}"
-        " --iteration {wildcards.k:q} {params.refine} --output {output.data:q} > {log:q} 2>&1"
+        " --iteration {wildcards.k:q} {params.refine} {params.io} > {log:q} 2>&1"
+
+
+use rule candidates as candidates_shard with:
+    input:
+        model=policy_for,
+        pool=res("data", "pool_{k}.json"),
+    output:
+        chunks=directory(shard_folder(res("online", "iter{k}", "candidates.json"))),
+    params:
+        io=shard_io("output"),
+    resources:
+        **job_resources("generate"),
+    log:
+        res("logs", "candidates_iter{k}_shard{shard}.log"),
+    benchmark:
+        res("benchmarks", "candidates_iter{k}_shard{shard}.tsv")
 
 
 rule chosen:
@@ -61,6 +79,7 @@ rule rejected:
     input:
         chosen=rules.chosen.output.data,
         model=policy_for,
+        shards=shard_inputs(res("online", "iter{k}", "rejected.json")),
     output:
         data=res("online", "iter{k}", "rejected.json"),
         summary=res("online", "iter{k}", "rejected_summary.yaml"),
@@ -69,8 +88,9 @@ rule rejected:
         script=script("build_online_prefs"),
         generation=generation_options("continuation"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
+        io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
-        **job_resources("generate"),
+        **generation_resources(),
     threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "rejected_iter{k}.log"),
@@ -81,9 +101,24 @@ rule rejected:
     shell:
         "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
         " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
-        " --iteration {wildcards.k:q} --perturbation {params.perturbation:q}"
-        " --image-dir {output.images:q} --output {output.data:q} --summary {output.summary:q}"
+        " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.io}"
         " > {log:q} 2>&1"
+
+
+use rule rejected as rejected_shard with:
+    input:
+        chosen=rules.chosen.output.data,
+        model=policy_for,
+    output:
+        chunks=directory(shard_folder(res("online", "iter{k}", "rejected.json"))),
+    params:
+        io=shard_io("image-dir", "output", "summary"),
+    resources:
+        **job_resources("generate"),
+    log:
+        res("logs", "rejected_iter{k}_shard{shard}.log"),
+    benchmark:
+        res("benchmarks", "rejected_iter{k}_shard{shard}.tsv")
 
 
 rule iter_config:

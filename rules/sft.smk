@@ -61,14 +61,16 @@ rule sherlock_sft_data:
     input:
         model=rules.r0.output.model,
         d_b=rules.splits.output.d_b,
+        shards=shard_inputs(res("data", "sherlock_sft.json")),
     output:
         data=res("data", "sherlock_sft.json"),
     params:
         script=script("build_sherlock_sft"),
         generation=generation_options("sherlock_sft"),
         refine=refine_prompt_option(),
+        io=gather_io(output="data"),
     resources:
-        **job_resources("generate"),
+        **generation_resources(),
     threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         log_file("sherlock_sft_data"),
@@ -79,7 +81,23 @@ rule sherlock_sft_data:
     shell:
         "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
         " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
-        " {params.refine} --output {output.data:q} > {log:q} 2>&1"
+        " {params.refine} {params.io} > {log:q} 2>&1"
+
+
+use rule sherlock_sft_data as sherlock_sft_data_shard with:
+    input:
+        model=rules.r0.output.model,
+        d_b=rules.splits.output.d_b,
+    output:
+        chunks=directory(shard_folder(res("data", "sherlock_sft.json"))),
+    params:
+        io=shard_io("output"),
+    resources:
+        **job_resources("generate"),
+    log:
+        res("logs", "sherlock_sft_data_shard{shard}.log"),
+    benchmark:
+        res("benchmarks", "sherlock_sft_data_shard{shard}.tsv")
 
 
 rule sft_config:

@@ -12,6 +12,7 @@ import argparse
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from PIL import Image
 
 from sherlock import atomic
 from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
+from sherlock.generation.cli import shard_only
+from sherlock.generation.resumable import ResumableBackend
 from sherlock.perturb import (
     Perturbation,
     PerturbationConfig,
@@ -68,12 +71,17 @@ def plan_pairs(
     seed: int,
     purpose: str,
     image_dir: str | Path,
+    keep: Callable[[int], bool] | None = None,
 ) -> list[PlannedPair]:
-    """Draw i and ε per record, cut the prefixes and write the perturbed images."""
+    """Draw i and ε per record, cut the prefixes and write the perturbed images.
+
+    With ``keep``, only the images of the positions it accepts are made (a shard job's share);
+    the draws come from per-record streams, so they do not depend on which are skipped.
+    """
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     planned = []
-    for source in sources:
+    for position, source in enumerate(sources):
         rng = record_rng(seed, source.id, purpose)
         perturbation = draw(config, rng)
         try:
@@ -84,10 +92,11 @@ def plan_pairs(
                 f"record {source.id}: cannot cut at truncation point "
                 f"{perturbation.truncation}: {error}"
             ) from error
-        with Image.open(source.image) as handle:
-            noisy = perturb_image(handle.convert("RGB"), perturbation, rng)
         path = image_dir / _file_name(source.id)
-        noisy.save(path)
+        if keep is None or keep(position):
+            with Image.open(source.image) as handle:
+                noisy = perturb_image(handle.convert("RGB"), perturbation, rng)
+            noisy.save(path)
         planned.append(PlannedPair(source, perturbation, prefix, prefix_l, str(path)))
     return planned
 
@@ -175,11 +184,15 @@ def build_pair_file(
     sampling: SamplingParams,
     purpose: str,
     provenance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Plan, generate and write the pairs of ``sources`` and their summary; return the summary."""
+) -> dict[str, Any] | None:
+    """Plan, generate and write the pairs of ``sources`` and their summary; return the summary
+    (None in a shard job, which only saves its chunks)."""
     config = PerturbationConfig.from_dict(json.loads(args.perturbation))
-    planned = plan_pairs(sources, config, args.seed, purpose, args.image_dir)
+    owns = backend.owns if isinstance(backend, ResumableBackend) else None
+    planned = plan_pairs(sources, config, args.seed, purpose, args.image_dir, owns)
     rows = generate_pairs(planned, backend, sampling, config, args.model, provenance)
+    if shard_only(args, backend):
+        return None
     write_json(args.output, rows)
     stats = pair_stats(rows)
     atomic.write_yaml(args.summary, stats)

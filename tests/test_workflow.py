@@ -112,10 +112,13 @@ def test_dry_run_of_the_paper_preset(tmp_path):
     result = snakemake(tmp_path, "-n", "offline", "--configfile", str(PAPER))
     text = result.stdout
     jobs = planned_jobs(tmp_path, "offline", "--configfile", str(PAPER))
-    # nothing is built locally: the base model comes from the hub, the data from the user
-    assert set(jobs) == (STAGE_I | STAGE_II) - {"synthetic_data", "tiny_model"}
+    # nothing is built locally: the base model comes from the hub, the data from the user;
+    # every generating step runs as 8 one-GPU shards
+    shards = {"sherlock_sft_data_shard", "offline_prefs_shard"}
+    assert set(jobs) == (STAGE_I | STAGE_II | shards) - {"synthetic_data", "tiny_model"}
     jobs = planned_jobs(tmp_path, "iter2", "--configfile", str(PAPER))
-    assert set(jobs) == (STAGE_I | STAGE_II | STAGE_III | {"iter2"}) - {
+    shards |= {"candidates_shard", "rejected_shard"}
+    assert set(jobs) == (STAGE_I | STAGE_II | STAGE_III | shards | {"iter2"}) - {
         "synthetic_data",
         "tiny_model",
     }
@@ -130,11 +133,30 @@ def test_dry_run_of_the_paper_preset(tmp_path):
     # GPU jobs carry their resource tags
     r0_block = text.split("rule r0:")[1].split("\n\n")[0]
     assert "gpu=8" in r0_block and "runtime=2880" in r0_block
-    generation_block = text.split("rule sherlock_sft_data:")[1].split("\n\n")[0]
-    assert "gpu=1," in generation_block  # one model on one GPU; eight such jobs at once
+    shard_block = text.split("rule sherlock_sft_data_shard:")[1].split("\n\n")[0]
+    assert "gpu=1," in shard_block  # one model on one GPU; eight shards at once
+    gather_block = text.split("rule sherlock_sft_data:")[1].split("\n\n")[0]
+    assert "gpu=0," in gather_block  # gathering the shards' chunks loads no model
+    assert jobs["sherlock_sft_data_shard"] == 8 and jobs["candidates_shard"] == 16
     # every GPU job starts through the device allocator, with its own tag as the count
     assert "python -m sherlock.gpu_slots --count 8 -- python" in plan
     assert "python -m sherlock.gpu_slots --count 1 -- python" in plan
+
+
+def test_sharded_generation_plans_shard_jobs_then_a_gather(tmp_path):
+    shards = tmp_path / "shards.yaml"
+    shards.write_text("generation: {shards: 3}\n")
+    jobs = planned_jobs(tmp_path, "all", "--configfile", str(shards))
+    assert jobs["sherlock_sft_data_shard"] == jobs["offline_prefs_shard"] == 3
+    assert jobs["candidates_shard"] == jobs["rejected_shard"] == 6  # 3 per iteration
+    assert jobs["evaluate_shard"] == 3 * len(CHECKPOINTS)
+    assert jobs["sherlock_sft_data"] == 1 and jobs["evaluate"] == len(CHECKPOINTS)
+    plan = snakemake(tmp_path, "-n", "-p", "sft", "--configfile", str(shards)).stdout
+    folders = [f"results/data/sherlock_sft.json.shards/{i}" for i in range(3)]
+    assert f"--output results/data/sherlock_sft.json --saved-chunks {' '.join(folders)}" in plan
+    for i, folder in enumerate(folders):
+        assert f"--shard {i} --shards 3 --shard-dir {folder}" in plan
+    assert "sherlock_sft_data_shard" not in " ".join(planned_jobs(tmp_path, "all"))  # 1 shard
 
 
 def test_a_bad_config_stops_before_any_job(tmp_path):

@@ -7,6 +7,7 @@ from sherlock.generation.cli import (
     backend_from_args,
     finish_progress,
     sampling_from_args,
+    shard_only,
 )
 from sherlock.online import generate_candidates
 from sherlock.prompts import load_prompt
@@ -32,6 +33,8 @@ def main() -> None:
         sampling_from_args(args),
         provenance={"iteration": args.iteration, "model": args.model},
     )
+    if shard_only(args, backend):
+        return
     write_json(args.output, rows)
     finish_progress(backend)
     with_answer = [sum(row["answers"][t] is not None for row in rows) for t in range(4)]

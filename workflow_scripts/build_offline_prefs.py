@@ -27,6 +27,8 @@ def main() -> None:
     ]
     backend = backend_from_args(args, progress_for=args.output)
     stats = build_pair_file(args, sources, backend, sampling_from_args(args), "offline")
+    if stats is None:  # a shard job: its chunks are saved, the gathering job writes
+        return
     finish_progress(backend)
     stage_summary("offline prefs", f"{len(records)} records -> {stats['records']} pairs; {stats}")
 

@@ -41,6 +41,8 @@ def main() -> None:
         f"online-iter{args.iteration}",
         provenance={"iteration": args.iteration},
     )
+    if stats is None:  # a shard job: its chunks are saved, the gathering job writes
+        return
     finish_progress(backend)
     stage_summary(f"rejected iter{args.iteration}", f"{len(chosen)} chosen -> {stats}")
 

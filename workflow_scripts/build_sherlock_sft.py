@@ -9,6 +9,7 @@ from sherlock.generation.cli import (
     backend_from_args,
     finish_progress,
     sampling_from_args,
+    shard_only,
 )
 from sherlock.prompts import load_prompt
 from sherlock.sft_data import answer_stats, sherlock_sft_rows
@@ -29,6 +30,8 @@ def main() -> None:
     requests = [GenerationRequest(key=r.id, image=r.image, user_text=r.question) for r in d_b]
     sampling = sampling_from_args(args)
     answers = dict(zip([r.id for r in d_b], backend.generate(requests, sampling), strict=True))
+    if shard_only(args, backend):
+        return
     rows = sherlock_sft_rows(d_b, answers, load_prompt("refine", args.refine_prompt), args.model)
     write_json(args.output, rows)
     finish_progress(backend)

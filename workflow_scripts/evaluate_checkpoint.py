@@ -11,6 +11,7 @@ from sherlock.generation.cli import (
     backend_from_args,
     finish_progress,
     sampling_from_args,
+    shard_only,
 )
 from sherlock.prompts import load_prompt
 from sherlock.sharegpt import write_json
@@ -46,6 +47,8 @@ def main() -> None:
         sampling_from_args(args),
         args.rounds,
     )
+    if shard_only(args, backend):
+        return
     summary = {
         "checkpoint": args.checkpoint_name,
         "benchmark": args.benchmark_name,

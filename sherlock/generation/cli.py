@@ -33,28 +33,60 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         "a rerun after a kill resumes from the saved chunks",
     )
 
+    parser.add_argument("--shard", type=int, default=None, help="generate only shard I of --shards")
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--shard-dir", default=None, help="where shard I keeps its chunks")
+    parser.add_argument(
+        "--saved-chunks",
+        nargs="*",
+        default=[],
+        help="shard folders holding every chunk: gather them instead of generating",
+    )
+
 
 def backend_from_args(
     args: argparse.Namespace, progress_for: str | None = None
 ) -> GenerationBackend:
     """The backend; with ``progress_for`` (the job's main output) and ``--chunk-size``, wrapped
     so that progress is kept in ``<progress_for>.progress`` (see ``ResumableBackend``)."""
-    backend = load_backend(
-        args.backend,
-        args.model,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-    )
+
+    def load() -> GenerationBackend:
+        return load_backend(
+            args.backend,
+            args.model,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+        )
+
+    sharded = args.shard is not None or args.saved_chunks
     if progress_for is None or args.chunk_size is None:
-        return backend
+        if sharded:
+            raise ValueError("sharded generation needs --chunk-size and a progress folder")
+        return load()
+    # What the chunks depend on; not where this job writes or which shard it is.
+    own = {"shard", "shards", "shard_dir", "saved_chunks", "output", "responses", "summary"}
+    settings = sorted((key, value) for key, value in vars(args).items() if key not in own)
     return ResumableBackend(
-        backend,
-        progress_folder(progress_for),
+        load,
+        args.shard_dir if args.shard is not None else progress_folder(progress_for),
         chunk_size=args.chunk_size,
         batch_size=args.batch_size,
-        identity={"arguments": sorted(vars(args).items()), "model": folder_signature(args.model)},
+        identity={"arguments": settings, "model": folder_signature(args.model)},
+        shard=(args.shard, args.shards) if args.shard is not None else None,
+        saved_dirs=args.saved_chunks,
+        require_saved=bool(args.saved_chunks),
     )
+
+
+def shard_only(args: argparse.Namespace, backend: GenerationBackend) -> bool:
+    """True in a shard job: its chunks are saved, and the job that gathers them writes the
+    outputs (the caller stops here)."""
+    if args.shard is None:
+        return False
+    if isinstance(backend, ResumableBackend):
+        print(f"shard {args.shard} of {args.shards}: {backend.report()}", flush=True)
+    return True
 
 
 def progress_folder(output: str) -> Path:
