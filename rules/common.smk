@@ -204,6 +204,11 @@ def shard_folder(main_output, shard="{shard}"):
     return f"{main_output}.shards/{shard}"
 
 
+def shard_output(main_output):
+    """A shard job's folder: temporary, deleted once the job gathering it has succeeded."""
+    return temp(directory(shard_folder(main_output)))
+
+
 def shard_inputs(main_output):
     """The shard folders a generating job gathers (none when unsharded)."""
     if SHARDS == 1:

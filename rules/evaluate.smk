@@ -65,7 +65,7 @@ use rule evaluate as evaluate_shard with:
         model=checkpoint_input,
         benchmark=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],
     output:
-        chunks=directory(shard_folder(res("eval", "{benchmark}", "{checkpoint}_responses.json"))),
+        chunks=shard_output(res("eval", "{benchmark}", "{checkpoint}_responses.json")),
     params:
         io=shard_io("responses", "summary"),
     resources:

@@ -36,7 +36,7 @@ use rule offline_prefs as offline_prefs_shard with:
         model=rules.sft.output.model,
         data=offline_source_split(),
     output:
-        chunks=directory(shard_folder(res("data", "offline_prefs.json"))),
+        chunks=shard_output(res("data", "offline_prefs.json")),
     params:
         io=shard_io("image-dir", "output", "summary"),
     resources:

@@ -35,7 +35,7 @@ use rule candidates as candidates_shard with:
         model=policy_for,
         pool=res("data", "pool_{k}.json"),
     output:
-        chunks=directory(shard_folder(res("online", "iter{k}", "candidates.json"))),
+        chunks=shard_output(res("online", "iter{k}", "candidates.json")),
     params:
         io=shard_io("output"),
     resources:
@@ -110,7 +110,7 @@ use rule rejected as rejected_shard with:
         chosen=rules.chosen.output.data,
         model=policy_for,
     output:
-        chunks=directory(shard_folder(res("online", "iter{k}", "rejected.json"))),
+        chunks=shard_output(res("online", "iter{k}", "rejected.json")),
     params:
         io=shard_io("image-dir", "output", "summary"),
     resources:

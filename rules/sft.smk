@@ -89,7 +89,7 @@ use rule sherlock_sft_data as sherlock_sft_data_shard with:
         model=rules.r0.output.model,
         d_b=rules.splits.output.d_b,
     output:
-        chunks=directory(shard_folder(res("data", "sherlock_sft.json"))),
+        chunks=shard_output(res("data", "sherlock_sft.json")),
     params:
         io=shard_io("output"),
     resources:
