@@ -173,8 +173,9 @@ class ResumableBackend(GenerationBackend):
         return outputs
 
     def report(self) -> str:
+        where = " and the shard folders" if self.saved_dirs else ""
         return (
-            f"{self.resumed_chunks} chunk(s) resumed from {self.progress_dir}, "
+            f"{self.resumed_chunks} chunk(s) read back from {self.progress_dir}{where}, "
             f"{self.generated_chunks} generated"
         )
 
