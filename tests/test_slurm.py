@@ -1,0 +1,114 @@
+"""A real SLURM: the embedded default through `sft`, submitted with `--profile profiles/slurm`.
+
+`tests/slurm/start_local_slurm.sh` starts a one-node cluster on loopback (Debian's slurm-wlm and
+munge, as root; `.ci/run` installs them). Where that cannot be done the tests skip and say why.
+The cluster has no accounting database, so Snakemake's SLURM plugin polls `squeue`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+PROFILE = ["--profile", str(ROOT / "profiles" / "slurm")]
+# No accounting here: status from squeue, no account; poll quickly (the jobs take seconds).
+SLURM_ARGS = [
+    "--slurm-status-command", "squeue", "--slurm-no-account",
+    "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
+]  # fmt: skip
+SMALL = """
+synthetic: {n_train: 160, n_test: 20}
+splits: {d_a: 64, d_b: 16, pool: 16}
+sft:
+  r0: {num_train_epochs: 1}
+  sherlock_sft: {num_train_epochs: 1}
+"""
+STAGE_I = [
+    "synthetic_data", "tiny_model", "source_records", "splits", "r0_config", "r0",
+    "sherlock_sft_data", "sft_config", "sft",
+]  # fmt: skip
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    script = ROOT / "tests" / "slurm" / "start_local_slurm.sh"
+    if shutil.which("slurmctld") is None or shutil.which("munged") is None:
+        pytest.skip("SLURM cannot start here: slurm-wlm and munge are not installed")
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=180)
+    if result.returncode != 0 or "ready" not in result.stdout:
+        pytest.skip(f"SLURM cannot start here: {(result.stdout + result.stderr)[-800:]}")
+
+
+@pytest.fixture(scope="module")
+def slurm_build(cluster, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    workdir = tmp_path_factory.mktemp("slurm")
+    (workdir / "small.yaml").write_text(SMALL)
+    result = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *PROFILE, *SLURM_ARGS]
+        + ["sft", "--configfile", "small.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=1200,
+    )
+    return workdir, result
+
+
+def test_stage_one_runs_as_slurm_jobs_with_their_resource_tags(slurm_build) -> None:
+    workdir, result = slurm_build
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert (workdir / "results" / "models" / "sft" / "model.safetensors").is_file()
+    submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: .*?/rule_(\w+)/", log))
+    assert sorted(submitted.values()) == sorted(STAGE_I)  # every job went through sbatch
+    accounting = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i %T %C %m", "-j", ",".join(submitted)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    jobs = {line.split()[0]: line.split()[1:] for line in accounting.splitlines()}
+    for job_id, rule in submitted.items():
+        state, cpus, memory = jobs[job_id]
+        assert state == "COMPLETED", (rule, state)
+        assert memory == "8000M"  # resources.*.mem_mb
+        if rule in ("r0", "sherlock_sft_data", "sft"):
+            assert cpus == "2"  # resources.{train,generate}.cpus_per_task
+    # each job's own log is where it is in a local run; SLURM's (deleted after success by
+    # default) under .snakemake/slurm_logs/rule_<rule>/<jobid>.log
+    assert "[sherlock] train sft:" in (workdir / "results" / "logs" / "sft.log").read_text()
+
+
+def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(cluster, tmp_path):
+    data = tmp_path / "data" / "LLaVA-CoT-100k"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text("{}\n")
+    paper = str(ROOT / "config" / "presets" / "paper_llama32v.yaml")
+    result = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), *PROFILE, *SLURM_ARGS, "-n", "iter1"]
+        + ["--configfile", paper],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    blocks = result.stdout.split("\n\n")
+
+    def resources(rule: str) -> str:
+        block = next(b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M))
+        return re.search(r"resources: (.*)", block).group(1)
+
+    for rule in ("r0", "sft", "offline", "iter_model"):
+        assert "gpu=8" in resources(rule) and "cpus_per_task=64" in resources(rule)
+    for rule in ("sherlock_sft_data_shard", "offline_prefs_shard", "candidates_shard"):
+        assert "gpu=1" in resources(rule) and "mem_mb=64000" in resources(rule)
+    assert "gpu=0" in resources("sherlock_sft_data")  # the gather
