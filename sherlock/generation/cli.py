@@ -32,7 +32,6 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         help="save progress every this many requests (a multiple of --batch-size); "
         "a rerun after a kill resumes from the saved chunks",
     )
-
     parser.add_argument("--shard", type=int, default=None, help="generate only shard I of --shards")
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--shard-dir", default=None, help="where shard I keeps its chunks")
@@ -64,6 +63,8 @@ def backend_from_args(
         if sharded:
             raise ValueError("sharded generation needs --chunk-size and a progress folder")
         return load()
+    if args.shard is not None and not args.shard_dir:
+        raise ValueError("--shard needs --shard-dir, the folder the shard's chunks go to")
     # What the chunks depend on; not where this job writes or which shard it is.
     own = {"shard", "shards", "shard_dir", "saved_chunks", "output", "responses", "summary"}
     settings = sorted((key, value) for key, value in vars(args).items() if key not in own)
