@@ -17,9 +17,9 @@ rule tiny_model:
     benchmark:
         benchmark_file("tiny_model")
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --corpus {input.corpus:q} --out-dir {output.model:q}"
+        "{PY} {params.script:q} --corpus {input.corpus:q} --out-dir {output.model:q}"
         " --seed {params.seed:q} --image-size {params.image_size:q}"
         " --vocab-size {params.size[vocab_size]} --hidden-size {params.size[hidden_size]}"
         " --num-layers {params.size[num_layers]} --num-heads {params.size[num_heads]}"

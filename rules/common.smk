@@ -8,7 +8,20 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the `sherlock` package, installed or not
 
-from sherlock.config import ConfigError, merged, put_interpreter_on_path, validate_config
+from snakemake.settings.types import DeploymentMethod
+
+from sherlock.config import (
+    ENVIRONMENT_FILES,
+    ConfigError,
+    generation_stack,
+    interpreter,
+    merged,
+    put_interpreter_on_path,
+    put_package_on_pythonpath,
+    stack_problem,
+    validate_config,
+)
+from sherlock.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
 
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
@@ -38,10 +51,24 @@ def benchmark_file(rule_name):
     return res("benchmarks", f"{rule_name}.tsv")
 
 
-# Jobs call `python`: inside a conda env (--sdm conda) that is the env's interpreter; otherwise
-# it must be the one running Snakemake (a venv that was never activated included), so its folder
-# goes first on the PATH the jobs inherit. Commands stay free of machine-specific paths.
+# Jobs call `python` ({PY}, {PY_GEN} in commands): inside a conda env (--sdm conda) that is the
+# env's interpreter; else the one named in python.train / python.generate, or by default the one
+# running Snakemake (a venv never activated included), whose folder goes first on the PATH the
+# jobs inherit. Every job imports `sherlock` from this checkout (PYTHONPATH), so the envs need
+# only third-party packages.
 put_interpreter_on_path()
+put_package_on_pythonpath(workflow.basedir)
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+try:
+    PY = interpreter(config, "train", CONDA)
+    PY_GEN = interpreter(config, "generate", CONDA)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+if problem := stack_problem(config, CONDA):
+    raise WorkflowError(problem)
+# conda: directives are relative to the rule files (rules/).
+TRAIN_ENV = os.path.join("..", ENVIRONMENT_FILES["train"])
+GENERATION_ENV = os.path.join("..", ENVIRONMENT_FILES[generation_stack(config)])
 
 
 def script(name):
@@ -61,6 +88,27 @@ def job_resources(kind):
     if spec.get("slurm_partition"):
         tags["slurm_partition"] = spec["slurm_partition"]
     return tags
+
+
+def training_resources():
+    """A training job's tags. On several nodes it is one SLURM job of `nodes` nodes whose command
+    runs once and starts a launcher per node with srun (sherlock.multinode): the plugin's `mpi`
+    job form (no srun around the command) with one task per node, and the GPUs asked per node
+    as a GRES (the plugin's `gpu` would be a total); gpu=0 also keeps sherlock.gpu_slots out of
+    SLURM's way (it never touches SLURM's devices anyway)."""
+    tags = job_resources("train")
+    nodes = config["resources"]["train"].get("nodes", 1)
+    if nodes == 1:
+        return tags
+    return {
+        **tags,
+        "gpu": 0,
+        **({"gres": f"gpu:{tags['gpu']}"} if tags["gpu"] else {}),
+        "nodes": nodes,
+        "tasks": nodes,
+        "tasks_per_gpu": 0,  # else the plugin turns `tasks` into --ntasks-per-gpu
+        "mpi": "srun",
+    }
 
 
 def base_model_path():
@@ -108,14 +156,23 @@ def generation_options(sampling):
     One string, so a change to any of them reruns the job (Snakemake's params trigger).
     """
     gen = config["generation"]
-    return (
+    # The models answer at the resolution LLaMA-Factory trains them at (images.fit_pixels).
+    pixels = config["sft"]["common"]
+    options = (
         f"--backend {gen['backend']} --batch-size {gen['batch_size']}"
         f" --chunk-size {gen['chunk_size']}"
         f" --max-new-tokens {gen['max_new_tokens']} --dtype {gen['dtype']}"
         f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
         f" --seed {config['seed']}"
+        f" --image-min-pixels {pixels.get('image_min_pixels') or LLAMAFACTORY_MIN_PIXELS}"
+        f" --image-max-pixels {pixels.get('image_max_pixels') or LLAMAFACTORY_MAX_PIXELS}"
         + (" --trust-remote-code" if config["base_model"]["trust_remote_code"] else "")
     )
+    if gen["backend"] == "vllm":
+        options += f" --gpu-memory-utilization {gen['vllm']['gpu_memory_utilization']}"
+        if gen["vllm"]["max_model_len"]:
+            options += f" --max-model-len {gen['vllm']['max_model_len']}"
+    return options
 
 
 def policy_for(wildcards):
@@ -172,9 +229,12 @@ def image_root_option(wildcards):
     return f"--image-root {shlex.quote(root)}" if root else ""
 
 
-def resume_option():
-    """Whether a training rerun continues from its last intermediate checkpoint (config)."""
-    return "--resume" if config["checkpointing"]["resume"] else "--no-resume"
+def training_launch_options():
+    """Whether a training rerun continues from its last intermediate checkpoint (config), and
+    the nodes it trains on when more than one."""
+    options = "--resume" if config["checkpointing"]["resume"] else "--no-resume"
+    nodes = config["resources"]["train"].get("nodes", 1)
+    return options + (f" --nodes {nodes}" if nodes > 1 else "")
 
 
 def remote_code_option():

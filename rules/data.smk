@@ -18,9 +18,9 @@ rule synthetic_data:
     benchmark:
         benchmark_file("synthetic_data")
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --out-dir {params.out_dir:q}"
+        "{PY} {params.script:q} --out-dir {params.out_dir:q}"
         " --n-train {params.n_train:q} --n-test {params.n_test:q}"
         " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
@@ -44,9 +44,9 @@ rule source_records:
     benchmark:
         benchmark_file("source_records")
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --source {input.source:q} --format {params.format:q}"
+        "{PY} {params.script:q} --source {input.source:q} --format {params.format:q}"
         " --image-root {params.image_root:q}"
         " --max-invalid-fraction {params.max_invalid_fraction:q}"
         " --max-image-pixels {params.max_image_pixels:q}"
@@ -73,9 +73,9 @@ rule splits:
     log:
         log_file("splits"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --records {input.records:q}"
+        "{PY} {params.script:q} --records {input.records:q}"
         " --d-a {params.d_a:q} --d-b {params.d_b:q} --pool {params.pool:q}"
         " --iterations {params.iterations:q} --seed {params.seed:q}"
         " --out-d-a {output.d_a:q} --out-d-b {output.d_b:q} --pool-pattern {params.pool_pattern:q}"

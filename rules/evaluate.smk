@@ -14,9 +14,9 @@ rule heldout_benchmark:
     log:
         log_file("heldout_benchmark"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --source {input.test:q} --image-root {params.image_root:q}"
+        "{PY} {params.script:q} --source {input.test:q} --image-root {params.image_root:q}"
         " --output {output.benchmark:q} > {log:q} 2>&1"
 
 
@@ -49,9 +49,9 @@ rule evaluate:
     benchmark:
         res("benchmarks", "evaluate_{benchmark}_{checkpoint}.tsv")
     conda:
-        "../envs/train.yaml"
+        GENERATION_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
         " --model {params.model:q} {params.generation}"
         " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
         " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
@@ -108,9 +108,9 @@ if BENCHMARKS:
         log:
             log_file("accuracy_table"),
         conda:
-            "../envs/train.yaml"
+            TRAIN_ENV
         shell:
-            "python {params.script:q} {input.summaries:q} --checkpoints {params.checkpoints:q}"
+            "{PY} {params.script:q} {input.summaries:q} --checkpoints {params.checkpoints:q}"
             " --parquet {output.parquet:q} --csv {output.csv:q} --json {output.json:q}"
             " --html {output.html:q} --figure {output.figure:q} > {log:q} 2>&1"
 
@@ -140,9 +140,9 @@ rule training_curves:
     log:
         res("logs", "training_curves_{stage}.log"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --model {input.model:q} --stage {wildcards.stage:q}"
+        "{PY} {params.script:q} --model {input.model:q} --stage {wildcards.stage:q}"
         " --output {output.figure:q} > {log:q} 2>&1"
 
 
@@ -181,9 +181,9 @@ rule data_report:
     log:
         log_file("data_report"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --source-summary {input.source_summary:q}"
+        "{PY} {params.script:q} --source-summary {input.source_summary:q}"
         " --splits {input.splits:q} --sherlock-sft {input.sherlock_sft:q}"
         " --offline-source {input.offline_source:q} --offline-pairs {input.offline_pairs:q}"
         " --chosen-summaries {input.chosen:q} --online-pairs {input.online_pairs:q}"

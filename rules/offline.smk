@@ -24,9 +24,9 @@ rule offline_prefs:
     benchmark:
         benchmark_file("offline_prefs")
     conda:
-        "../envs/train.yaml"
+        GENERATION_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
         " --model {input.model:q} --data {input.data:q} {params.generation}"
         " --perturbation {params.perturbation:q} {params.io} > {log:q} 2>&1"
 
@@ -66,9 +66,9 @@ rule offline_config:
     log:
         log_file("offline_config"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --model {input.model:q} --data {input.data:q}"
+        "{PY} {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file"
@@ -85,16 +85,16 @@ rule offline:
         model=directory(res("models", "offline")),
     params:
         script=script("train_sherlock"),
-        resume=resume_option(),
+        launch=training_launch_options(),
     resources:
-        **job_resources("train"),
+        **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
     log:
         log_file("offline"),
     benchmark:
         benchmark_file("offline")
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
-        " {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
+        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"

@@ -23,9 +23,9 @@ rule candidates:
     benchmark:
         res("benchmarks", "candidates_iter{k}.tsv")
     conda:
-        "../envs/train.yaml"
+        GENERATION_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
         " --model {input.model:q} --pool {input.pool:q} {params.generation}"
         " --iteration {wildcards.k:q} {params.refine} {params.io} > {log:q} 2>&1"
 
@@ -66,9 +66,9 @@ rule chosen:
     log:
         res("logs", "chosen_iter{k}.log"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
         " --candidates {input.candidates:q} {params.judge}"
         " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
         " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
@@ -97,9 +97,9 @@ rule rejected:
     benchmark:
         res("benchmarks", "rejected_iter{k}.tsv")
     conda:
-        "../envs/train.yaml"
+        GENERATION_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
         " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
         " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.io}"
         " > {log:q} 2>&1"
@@ -140,9 +140,9 @@ rule iter_config:
     log:
         res("logs", "iter_config_iter{k}.log"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --model {input.model:q} --data {input.data:q}"
+        "{PY} {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file"
@@ -159,19 +159,19 @@ rule iter_model:
         model=directory(res("models", "iter{k}")),
     params:
         script=script("train_sherlock"),
-        resume=resume_option(),
+        launch=training_launch_options(),
     resources:
-        **job_resources("train"),
+        **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
     log:
         res("logs", "iter{k}.log"),
     benchmark:
         res("benchmarks", "iter{k}.tsv")
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
-        " {input.run:q} --model-dir {output.model:q} {params.resume} > {log:q} 2>&1"
+        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
 
 
 # `snakemake iter1`, `snakemake iter2`, ...: one named target per configured iteration.

@@ -20,9 +20,9 @@ rule r0_config:
     log:
         log_file("r0_config"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --data {input.data:q} --name sherlock_d_a"
+        "{PY} {params.script:q} --data {input.data:q} --name sherlock_d_a"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code}"
@@ -39,20 +39,20 @@ rule r0:
     output:
         model=directory(res("models", "r0")),
     resources:
-        **job_resources("train"),
+        **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
     params:
         script=script("train_llamafactory"),
-        resume=resume_option(),
+        launch=training_launch_options(),
     log:
         log_file("r0"),
     benchmark:
         benchmark_file("r0")
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
-        " --yaml {input.yaml:q} --model-dir {output.model:q} {params.resume}"
+        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
         " > {log:q} 2>&1"
 
 
@@ -77,9 +77,9 @@ rule sherlock_sft_data:
     benchmark:
         benchmark_file("sherlock_sft_data")
     conda:
-        "../envs/train.yaml"
+        GENERATION_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
+        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
         " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
         " {params.refine} {params.io} > {log:q} 2>&1"
 
@@ -119,9 +119,9 @@ rule sft_config:
     log:
         log_file("sft_config"),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python {params.script:q} --data {input.data:q} --name sherlock_sft"
+        "{PY} {params.script:q} --data {input.data:q} --name sherlock_sft"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code}"
@@ -138,18 +138,18 @@ rule sft:
     output:
         model=directory(res("models", "sft")),
     resources:
-        **job_resources("train"),
+        **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
     params:
         script=script("train_llamafactory"),
-        resume=resume_option(),
+        launch=training_launch_options(),
     log:
         log_file("sft"),
     benchmark:
         benchmark_file("sft")
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     shell:
-        "python -m sherlock.gpu_slots --count {resources.gpu} -- python {params.script:q}"
-        " --yaml {input.yaml:q} --model-dir {output.model:q} {params.resume}"
+        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
         " > {log:q} 2>&1"

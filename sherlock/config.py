@@ -51,6 +51,11 @@ def cross_field_problems(config: dict) -> list[str]:
             f"generation.chunk_size: {generation['chunk_size']} is not a multiple of "
             f"generation.batch_size ({generation['batch_size']}); chunks must be whole batches"
         )
+    if config["resources"]["generate"].get("nodes", 1) > 1:
+        problems.append(
+            "resources.generate.nodes: a generating job runs on one node; spread generation "
+            "with generation.shards instead"
+        )
     if config["online"]["min_pairs"] > config["online"]["target_pairs"]:
         problems.append("online.min_pairs: larger than online.target_pairs")
     evaluation = config["evaluation"]
@@ -99,3 +104,57 @@ def put_interpreter_on_path() -> None:
     path = os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != folder:
         os.environ["PATH"] = folder + os.pathsep + path
+
+
+# Software stacks (envs/): LLaMA-Factory, our trainer and the transformers backends in one;
+# vLLM, which pins other torch/transformers versions, in its own.
+ENVIRONMENT_FILES = {"train": "envs/train.yaml", "vllm": "envs/vllm.yaml"}
+VLLM_SETUP = "python3 -m venv .venv-vllm && .venv-vllm/bin/pip install -e '.[vllm]'"
+
+
+def generation_stack(config: dict) -> str:
+    """The stack generating jobs run in: vLLM's for the vllm backend, else the training stack."""
+    return "vllm" if config["generation"]["backend"] == "vllm" else "train"
+
+
+def interpreter(config: dict, role: str, conda: bool) -> str:
+    """How job commands start Python for ``role`` (``python.train`` / ``python.generate``).
+
+    ``python`` under a conda deployment (each rule's env brings its own) or when no interpreter
+    is named (the one running Snakemake, see ``put_interpreter_on_path``); else the named one.
+    """
+    import os
+    import shlex
+
+    path = config["python"][role]
+    if conda or not path:
+        return "python"
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        hint = f" (make it with: {VLLM_SETUP})" if role == "generate" else ""
+        raise ConfigError(f"python.{role}: {path} is not an executable file{hint}")
+    return shlex.quote(path)
+
+
+def stack_problem(config: dict, conda: bool) -> str | None:
+    """Why the generating jobs could not start their backend here, or None."""
+    import importlib.util
+
+    if generation_stack(config) != "vllm" or conda or config["python"]["generate"]:
+        return None
+    if importlib.util.find_spec("vllm") is not None:
+        return None
+    return (
+        "generation.backend: vllm needs the vLLM environment, which the Python running "
+        "Snakemake lacks: run with --sdm conda (envs/vllm.yaml), or name its interpreter in "
+        f"python.generate (make one with: {VLLM_SETUP})"
+    )
+
+
+def put_package_on_pythonpath(root: str) -> None:
+    """Let every job import ``sherlock`` from this checkout, whatever environment runs it (the
+    conda envs and a named ``python.*`` hold only third-party packages)."""
+    import os
+
+    path = os.environ.get("PYTHONPATH", "")
+    if path.split(os.pathsep)[0] != root:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)

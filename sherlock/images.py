@@ -45,3 +45,30 @@ def image_problem(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PI
     except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
         return f"cannot open image {path}: {error}"
     return None
+
+
+# LLaMA-Factory's defaults for `image_max_pixels` / `image_min_pixels` (its ModelArguments).
+LLAMAFACTORY_MAX_PIXELS = 768 * 768
+LLAMAFACTORY_MIN_PIXELS = 32 * 32
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """An RGB image from a file, read eagerly so the file handle is closed."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def fit_pixels(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
+    """The image as LLaMA-Factory trains on it: scaled down to at most ``max_pixels`` and up to
+    at least ``min_pixels`` (aspect kept, sides truncated to whole pixels), in RGB.
+
+    Generation applies the same rule, so a model answers at the resolution it was trained at
+    (a processor's own limits, e.g. Qwen2.5-VL's 12.8M pixels, are far looser).
+    """
+    if image.width * image.height > max_pixels:
+        factor = (max_pixels / (image.width * image.height)) ** 0.5
+        image = image.resize((int(image.width * factor), int(image.height * factor)))
+    if image.width * image.height < min_pixels:
+        factor = (min_pixels / (image.width * image.height)) ** 0.5
+        image = image.resize((int(image.width * factor), int(image.height * factor)))
+    return image if image.mode == "RGB" else image.convert("RGB")

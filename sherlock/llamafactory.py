@@ -18,6 +18,7 @@ import yaml
 
 from sherlock import atomic
 from sherlock.model_files import require_safetensors
+from sherlock.multinode import across_nodes
 from sherlock.training_scratch import (
     RESUME_FILE,
     checkpoint_keys,
@@ -95,11 +96,15 @@ def dataset_files(config: dict[str, Any]) -> list[Path]:
     return [Path(info[name]["file_name"]) for name in names]
 
 
-def run_training(yaml_path: str | Path, final_dir: str | Path, resume: bool = True) -> None:
+def run_training(
+    yaml_path: str | Path, final_dir: str | Path, resume: bool = True, nodes: int = 1
+) -> None:
     """Train with ``llamafactory-cli`` in the scratch folder, then move the model into place.
 
     The checkpoint target is complete or absent. With ``resume``, a rerun of the same run after
-    an interruption continues from its last complete intermediate checkpoint.
+    an interruption continues from its last complete intermediate checkpoint. With ``nodes`` > 1
+    (inside a SLURM job) ``llamafactory-cli`` starts on every node and runs ``torchrun`` across
+    them (``sherlock.multinode``).
     """
     config = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8"))
     scratch = Path(config["output_dir"])
@@ -122,7 +127,9 @@ def run_training(yaml_path: str | Path, final_dir: str | Path, resume: bool = Tr
         resumed = {"model_name_or_path": str(checkpoint), "resume_from_checkpoint": str(checkpoint)}
         atomic.write_yaml(run_file, {**config, **resumed})
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1"}
-    subprocess.run([cli, "train", str(run_file)], check=True, env=env)
+    if nodes > 1:
+        env["FORCE_TORCHRUN"] = "1"  # torchrun even with one GPU per node: it joins the nodes
+    subprocess.run(across_nodes(nodes, [cli, "train", str(run_file)], env), check=True, env=env)
     if not (scratch / "config.json").is_file():
         raise RuntimeError(f"LLaMA-Factory finished without saving a model in {scratch}")
     finalise(scratch, final_dir)

@@ -55,17 +55,30 @@ def distributed_relaunch(
 ) -> list[str] | None:
     """The ``torchrun`` command that reruns ``argv`` once per visible GPU, or None.
 
-    None when at most one GPU is visible or a launcher (torchrun, accelerate, deepspeed) already
-    started this process, which it announces with ``LOCAL_RANK``.
+    None when at most one GPU is visible on a single node, or a launcher (torchrun, accelerate,
+    deepspeed) already started this process, which it announces with ``LOCAL_RANK``. On one of
+    several nodes (``NNODES`` > 1, set by ``sherlock.multinode``) torchrun joins the others.
     """
     if "LOCAL_RANK" in environ:
         return None
     if gpu_count is None:
         gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpu_count <= 1:
+    nodes = int(environ.get("NNODES", "1"))
+    if gpu_count <= 1 and nodes == 1:
         return None
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    return [torchrun, "--standalone", f"--nproc_per_node={gpu_count}", *argv]
+    per_node = f"--nproc_per_node={max(gpu_count, 1)}"
+    if nodes == 1:
+        return [torchrun, "--standalone", per_node, *argv]
+    return [
+        torchrun,
+        f"--nnodes={nodes}",
+        f"--node_rank={environ['NODE_RANK']}",
+        f"--master_addr={environ['MASTER_ADDR']}",
+        f"--master_port={environ['MASTER_PORT']}",
+        per_node,
+        *argv,
+    ]
 
 
 def split_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], SherlockTrainingArguments]:

@@ -18,8 +18,9 @@ def main() -> None:
         default=True,
         help="continue an interrupted attempt from its last complete intermediate checkpoint",
     )
+    parser.add_argument("--nodes", type=int, default=1, help="nodes of this SLURM job to train on")
     args = parser.parse_args()
-    run_training(args.yaml, args.model_dir, resume=args.resume)
+    run_training(args.yaml, args.model_dir, resume=args.resume, nodes=args.nodes)
     with open(os.path.join(args.model_dir, "all_results.json"), encoding="utf-8") as handle:
         results = json.load(handle)
     stage_summary(

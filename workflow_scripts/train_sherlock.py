@@ -2,13 +2,16 @@
 
 With more than one visible GPU the script starts itself again under ``torchrun``, one process per
 GPU (as ``llamafactory-cli train`` does for Stage I), unless it already runs under a launcher.
-The launching process decides once whether to resume, and tells every rank.
+The launching process decides once whether to resume, and tells every rank. With ``--nodes N``
+(inside a SLURM job) it then starts itself on every node (``sherlock.multinode``), where each
+copy runs ``torchrun`` across the nodes.
 """
 
 import argparse
 import os
 import sys
 
+from sherlock.multinode import across_nodes
 from sherlock.pref_training import distributed_relaunch, prepare_run, train_from_file
 from sherlock.stage_log import stage_summary
 
@@ -23,13 +26,19 @@ def main() -> None:
         default=True,
         help="continue an interrupted attempt from its last complete intermediate checkpoint",
     )
+    parser.add_argument("--nodes", type=int, default=1, help="nodes of this SLURM job to train on")
     parser.add_argument("--resume-from", default=None, help=argparse.SUPPRESS)  # set for ranks
     args = parser.parse_args()
     resume_from = args.resume_from
     if "LOCAL_RANK" not in os.environ:
-        resume_from = prepare_run(args.run_file, args.resume)
-        argv = [*sys.argv, *(["--resume-from", str(resume_from)] if resume_from else [])]
-        relaunch = distributed_relaunch(argv, os.environ)
+        argv = [sys.executable, *sys.argv]
+        if "NODE_RANK" not in os.environ:  # the job's own process: decide, then start the nodes
+            resume_from = prepare_run(args.run_file, args.resume)
+            argv += ["--resume-from", str(resume_from)] if resume_from else []
+            if args.nodes > 1:
+                command = across_nodes(args.nodes, argv, os.environ)
+                os.execvp(command[0], command)
+        relaunch = distributed_relaunch(argv[1:], os.environ)
         if relaunch is not None:
             os.execvp(relaunch[0], relaunch)
     summary = train_from_file(args.run_file, args.model_dir, resume_from)

@@ -55,7 +55,7 @@ def cut_continuation(prefix: str, continuation: str) -> str:
 
 
 class GenerationBackend(ABC):
-    """Something that answers generation requests (transformers now, vLLM later)."""
+    """Something that answers generation requests (transformers or vLLM)."""
 
     @abstractmethod
     def generate(
@@ -76,8 +76,24 @@ def _transformers_backend(model_path: str, **options: Any) -> GenerationBackend:
     return TransformersBackend(model_path, **options)
 
 
+def _vllm_backend(model_path: str, **options: Any) -> GenerationBackend:
+    # Only importable in the vLLM environment (envs/vllm.yaml).
+    try:
+        import vllm  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"the vllm generation backend needs the vLLM environment ({error}): run Snakemake "
+            "with --sdm conda, or set python.generate to the python of an environment made "
+            "with `pip install -e '.[vllm]'`"
+        ) from error
+    from sherlock.generation.vllm_backend import VLLMBackend
+
+    return VLLMBackend(model_path, **options)
+
+
 BACKENDS: dict[str, Callable[..., GenerationBackend]] = {
     "transformers": _transformers_backend,
+    "vllm": _vllm_backend,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from sherlock.fingerprints import folder_signature
 from sherlock.generation.base import GenerationBackend, SamplingParams, load_backend
@@ -24,6 +25,30 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         "--trust-remote-code",
         action="store_true",
         help="let the model folder run its own code (config: base_model.trust_remote_code)",
+    )
+    parser.add_argument(
+        "--image-min-pixels",
+        type=int,
+        default=None,
+        help="scale smaller images up to this many pixels, as LLaMA-Factory trains",
+    )
+    parser.add_argument(
+        "--image-max-pixels",
+        type=int,
+        default=None,
+        help="scale larger images down to this many pixels, as LLaMA-Factory trains",
+    )
+    parser.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.9,
+        help="vllm: the share of the GPU's memory the engine may take",
+    )
+    parser.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="vllm: longest prompt + answer in tokens (default: the model's)",
     )
     parser.add_argument(
         "--chunk-size",
@@ -50,13 +75,7 @@ def backend_from_args(
     so that progress is kept in ``<progress_for>.progress`` (see ``ResumableBackend``)."""
 
     def load() -> GenerationBackend:
-        return load_backend(
-            args.backend,
-            args.model,
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-        )
+        return load_backend(args.backend, args.model, **backend_options(args))
 
     sharded = args.shard is not None or args.saved_chunks
     if progress_for is None or args.chunk_size is None:
@@ -67,6 +86,7 @@ def backend_from_args(
         raise ValueError("--shard needs --shard-dir, the folder the shard's chunks go to")
     # What the chunks depend on; not where this job writes or which shard it is.
     own = {"shard", "shards", "shard_dir", "saved_chunks", "output", "responses", "summary"}
+    own.add("gpu_memory_utilization")  # the engine's memory share, not the answers
     settings = sorted((key, value) for key, value in vars(args).items() if key not in own)
     return ResumableBackend(
         load,
@@ -78,6 +98,24 @@ def backend_from_args(
         saved_dirs=args.saved_chunks,
         require_saved=bool(args.saved_chunks),
     )
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords ``load_backend`` passes to the chosen backend."""
+    options: dict[str, Any] = {
+        "batch_size": args.batch_size,
+        "dtype": args.dtype,
+        "trust_remote_code": args.trust_remote_code,
+        "image_min_pixels": args.image_min_pixels,
+        "image_max_pixels": args.image_max_pixels,
+    }
+    if args.backend == "vllm":
+        options.update(
+            seed=args.seed,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
+        )
+    return options
 
 
 def shard_only(args: argparse.Namespace, backend: GenerationBackend) -> bool:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -25,6 +24,7 @@ from sherlock.generation.base import (
     SamplingParams,
     cut_continuation,
 )
+from sherlock.images import fit_pixels, load_rgb
 from sherlock.model_files import model_load_kwargs
 from sherlock.response import CONCLUSION_END
 
@@ -55,12 +55,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     except KeyError:
         known = ", ".join(["auto", *sorted(_DTYPES)])
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {known}") from None
-
-
-def load_image(path: str) -> Image.Image:
-    """An RGB image from a file (read eagerly so the file handle is closed)."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def pad_left(tokenizer: Any) -> None:
@@ -109,8 +103,12 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
         dtype: str | torch.dtype = "auto",
         progress: bool = True,
         trust_remote_code: bool = False,
+        image_min_pixels: int | None = None,
+        image_max_pixels: int | None = None,
     ) -> None:
         self._set_batching(batch_size, device, dtype, progress)
+        # LLaMA-Factory's resizing of training images, applied to ours too (images.fit_pixels).
+        self.pixels = (image_min_pixels or 1, image_max_pixels) if image_max_pixels else None
         self.model_path = str(model_path)
         load = model_load_kwargs(self.model_path, trust_remote_code)
         self.processor = AutoProcessor.from_pretrained(
@@ -134,6 +132,10 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
             ids.append(self.tokenizer.eos_token_id)
         return sorted(set(ids))
 
+    def _image(self, path: str) -> Any:
+        image = load_rgb(path)
+        return image if self.pixels is None else fit_pixels(image, *self.pixels)
+
     def _encode(self, batch: Sequence[GenerationRequest]) -> dict[str, Any]:
         prompts = [render_prompt(self.processor, r.user_text, r.assistant_prefix) for r in batch]
         bos = self.tokenizer.bos_token
@@ -141,7 +143,7 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
         add_special = not (bos and all(p.startswith(bos) for p in prompts))
         inputs = self.processor(
             text=prompts,
-            images=[load_image(r.image) for r in batch],
+            images=[self._image(r.image) for r in batch],
             padding=True,
             padding_side="left",
             add_special_tokens=add_special,

@@ -1,0 +1,191 @@
+"""Generation with vLLM: the GPU backend for the models vLLM serves (Qwen2-VL, Qwen2.5-VL, ...).
+
+It runs in its own environment (``envs/vllm.yaml``, or ``pip install -e ".[vllm]"`` in a
+separate venv): vLLM pins torch and transformers versions that LLaMA-Factory rejects.
+
+Every request of a call goes to vLLM in ONE ``LLM.generate`` call (the engine batches them
+continuously), as a text prompt rendered by the model's own chat template
+(``sherlock.chat.render_prompt``, the same text the transformers backend and LLaMA-Factory use)
+with the image as multi-modal data. A pre-filled assistant prefix is part of the prompt, so the
+model continues it. Sampling is exactly what ``SamplingParams`` says: the model's
+``generation_config.json`` defaults (Qwen's top-k, repetition penalty) are not applied.
+
+The seed contract of ``GenerationBackend`` holds per request: request ``i`` is sampled with
+seed ``seed + i // batch_size`` (its batch's seed), and vLLM's per-request seeds make a request's
+text independent of what else is in flight, so chunked, resumed and sharded runs give the same
+texts. ``batch_size`` therefore only names the seed groups; the engine sizes its own batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sherlock.chat import render_prompt
+from sherlock.generation.base import (
+    GenerationBackend,
+    GenerationRequest,
+    SamplingParams,
+    cut_continuation,
+)
+from sherlock.images import fit_pixels, load_rgb
+from sherlock.model_files import require_safetensors
+from sherlock.response import CONCLUSION_END
+
+_DTYPES = {"auto", "float32", "float16", "bfloat16"}
+
+
+def engine_arguments(
+    model_path: str,
+    *,
+    dtype: str,
+    trust_remote_code: bool,
+    seed: int,
+    gpu_memory_utilization: float,
+    max_model_len: int | None,
+) -> dict[str, Any]:
+    """The keywords of ``vllm.LLM`` for one model that answers one image per prompt."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} for vLLM; expected one of {sorted(_DTYPES)}")
+    arguments: dict[str, Any] = {
+        "model": model_path,
+        "tokenizer": model_path,
+        "dtype": dtype,
+        "trust_remote_code": trust_remote_code,
+        "seed": seed,
+        "limit_mm_per_prompt": {"image": 1},
+        "gpu_memory_utilization": gpu_memory_utilization,
+        # Sampling defaults come from our settings only, never the model's generation config.
+        "generation_config": "vllm",
+    }
+    if max_model_len is not None:
+        arguments["max_model_len"] = max_model_len
+    return arguments
+
+
+def request_sampling(
+    vllm_sampling_class: Any,
+    sampling: SamplingParams,
+    index: int,
+    batch_size: int,
+    stop_token_ids: Sequence[int],
+) -> Any:
+    """vLLM's sampling parameters of request ``index`` of a call (its batch's seed)."""
+    greedy = sampling.temperature == 0
+    return vllm_sampling_class(
+        n=1,
+        temperature=sampling.temperature,
+        top_p=1.0 if greedy else sampling.top_p,
+        top_k=0,
+        min_p=0.0,
+        repetition_penalty=1.0,
+        presence_penalty=0.0,
+        frequency_penalty=0.0,
+        max_tokens=sampling.max_new_tokens,
+        seed=None if greedy else sampling.seed + index // batch_size,
+        stop=[CONCLUSION_END],
+        include_stop_str_in_output=True,
+        stop_token_ids=list(stop_token_ids),
+        skip_special_tokens=True,
+    )
+
+
+def generation_eos_ids(model_path: str, tokenizer: Any) -> list[int]:
+    """The ids that end an answer: the tokenizer's eos and the model's generation eos ids (e.g.
+    ``<|im_end|>``), as the transformers backend stops on them."""
+    from transformers import GenerationConfig
+
+    ids: list[int] = []
+    try:
+        configured = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except OSError:  # no generation_config.json
+        configured = None
+    if configured is not None:
+        ids += configured if isinstance(configured, list) else [configured]
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return sorted(set(ids))
+
+
+class VLLMBackend(GenerationBackend):
+    """Batched generation through ``vllm.LLM`` (see the module doc).
+
+    ``engine`` is for tests and callers that hold an engine already; by default one is built
+    from ``engine_arguments``.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        batch_size: int = 8,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        image_min_pixels: int | None = None,
+        image_max_pixels: int | None = None,
+        progress: bool = True,
+        engine: Any = None,
+    ) -> None:
+        import vllm
+        from transformers import AutoProcessor
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_path = str(model_path)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.pixels = (image_min_pixels or 1, image_max_pixels) if image_max_pixels else None
+        self._sampling_class = vllm.SamplingParams
+        require_safetensors(self.model_path)
+        self.processor = AutoProcessor.from_pretrained(
+            self.model_path, trust_remote_code=trust_remote_code
+        )
+        self.tokenizer = self.processor.tokenizer
+        self.stop_token_ids = generation_eos_ids(self.model_path, self.tokenizer)
+        if engine is None:
+            engine = vllm.LLM(
+                **engine_arguments(
+                    self.model_path,
+                    dtype=dtype,
+                    trust_remote_code=trust_remote_code,
+                    seed=seed,
+                    gpu_memory_utilization=gpu_memory_utilization,
+                    max_model_len=max_model_len,
+                )
+            )
+        self.engine = engine
+
+    def prompt(self, request: GenerationRequest) -> dict[str, Any]:
+        """vLLM's prompt of one request: chat-template text + the image as multi-modal data."""
+        text = render_prompt(self.processor, request.user_text, request.assistant_prefix)
+        bos = self.tokenizer.bos_token
+        # vLLM's tokenizer adds the bos itself; a template that writes it (Llama 3) would double it.
+        if bos and text.startswith(bos):
+            text = text[len(bos) :]
+        image = load_rgb(request.image)
+        if self.pixels is not None:
+            image = fit_pixels(image, *self.pixels)
+        return {"prompt": text, "multi_modal_data": {"image": image}}
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingParams
+    ) -> list[str]:
+        if not requests:
+            return []
+        prompts = [self.prompt(request) for request in requests]
+        params = [
+            request_sampling(
+                self._sampling_class, sampling, index, self.batch_size, self.stop_token_ids
+            )
+            for index in range(len(requests))
+        ]
+        outputs = self.engine.generate(prompts, params, use_tqdm=self.progress)
+        if len(outputs) != len(requests):
+            raise RuntimeError(f"vLLM answered {len(outputs)} of {len(requests)} requests")
+        return [
+            cut_continuation(request.assistant_prefix, output.outputs[0].text)
+            for request, output in zip(requests, outputs, strict=True)
+        ]

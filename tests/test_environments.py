@@ -1,0 +1,131 @@
+"""Software stacks: the env files match the package's pins, every rule names its env, and jobs
+run with the interpreter of their stack (`python.*`) or the conda env's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sherlock.config import ConfigError, generation_stack, interpreter, stack_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+GENERATING_RULES = {"sherlock_sft_data", "offline_prefs", "candidates", "rejected", "evaluate"}
+
+
+def pip_pins(env_file: Path) -> set[str]:
+    spec = yaml.safe_load(env_file.read_text(encoding="utf-8"))
+    pip = next(item["pip"] for item in spec["dependencies"] if isinstance(item, dict))
+    return set(pip)
+
+
+def test_env_files_pin_exactly_what_the_package_declares():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    shared = set(project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert pip_pins(ROOT / "envs" / "train.yaml") == shared | set(extras["train"]) | {
+        "deepspeed==0.18.2"
+    }
+    assert pip_pins(ROOT / "envs" / "vllm.yaml") == shared | set(extras["vllm"])
+    for pin in shared | set(extras["train"]) | set(extras["vllm"]):
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.]*", pin), pin
+    # the two stacks really differ where vLLM pins its own versions
+    assert "torch==2.14.0" in extras["vllm"] and "torch==2.14.1" in extras["train"]
+
+
+def rule_blocks() -> dict[str, str]:
+    blocks = {}
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"(?m)^(?=rule |use rule )", path.read_text(encoding="utf-8")):
+            name = re.match(r"(?:use rule \w+ as |rule )(\w+)", block)
+            if name:
+                blocks[name.group(1)] = block
+    return blocks
+
+
+def test_every_rule_with_a_command_names_the_env_of_its_stack():
+    blocks = rule_blocks()
+    assert GENERATING_RULES <= set(blocks)
+    for name, block in blocks.items():
+        if name.endswith("_shard"):
+            continue  # `use rule ... with:` keeps the generating rule's env and command
+        if "shell:" not in block:
+            continue
+        expected = "GENERATION_ENV" if name in GENERATING_RULES else "TRAIN_ENV"
+        assert re.search(rf"conda:\s+{expected}\b", block), name
+        python = "{PY_GEN}" if name in GENERATING_RULES else "{PY}"
+        assert re.search(r'shell:\s+"' + re.escape(python) + " ", block), name
+
+
+def test_interpreters_and_stacks():
+    config = {"generation": {"backend": "vllm"}, "python": {"train": None, "generate": None}}
+    assert generation_stack(config) == "vllm"
+    assert interpreter(config, "train", conda=False) == "python"
+    config["python"]["generate"] = sys.executable
+    assert interpreter(config, "generate", conda=False) == sys.executable
+    assert interpreter(config, "generate", conda=True) == "python"  # the env decides
+    config["python"]["generate"] = "/no/such/python"
+    with pytest.raises(ConfigError, match=r"python.generate: /no/such/python .*\.venv-vllm"):
+        interpreter(config, "generate", conda=False)
+    assert stack_problem(config, conda=True) is None
+    config["python"]["generate"] = None
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        assert "--sdm conda" in stack_problem(config, conda=False)
+    assert generation_stack({"generation": {"backend": "transformers"}}) == "train"
+
+
+def dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "-n", "-p", *args],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )
+
+
+@pytest.mark.workflow
+def test_generating_jobs_run_in_the_generation_stack(tmp_path):
+    vllm_python = tmp_path / "vllm env" / "bin" / "python"
+    vllm_python.parent.mkdir(parents=True)
+    vllm_python.symlink_to(sys.executable)
+    settings = tmp_path / "vllm.yaml"
+    settings.write_text(
+        yaml.safe_dump(
+            {"generation": {"backend": "vllm"}, "python": {"generate": str(vllm_python)}}
+        )
+    )
+    plan = dry_run(tmp_path, "sft", "--configfile", str(settings))
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    quoted = f"'{vllm_python}'"
+    gen = plan.stdout.split("rule sherlock_sft_data:")[1].split("\n\n")[0]
+    launch = re.escape(f"{quoted} -m sherlock.gpu_slots --count 0 -- {quoted} ")
+    assert re.search(launch + r"\S*workflow_scripts/build_sherlock_sft\.py", gen), gen
+    assert "--backend vllm" in gen and "--gpu-memory-utilization 0.9" in gen
+    assert "--image-min-pixels 3136 --image-max-pixels 3136" in gen  # sft.common's view
+    train = plan.stdout.split("rule r0:")[1].split("\n\n")[0]
+    assert re.search(
+        r"python -m sherlock.gpu_slots --count 0 -- python \S*train_llamafactory", train
+    )
+
+    # without the vLLM environment the plan stops, saying how to get it
+    settings.write_text(yaml.safe_dump({"generation": {"backend": "vllm"}}))
+    missing = dry_run(tmp_path, "sft", "--configfile", str(settings))
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        assert missing.returncode != 0
+        assert (
+            "generation.backend: vllm needs the vLLM environment" in missing.stdout + missing.stderr
+        )
+    settings.write_text(yaml.safe_dump({"python": {"train": str(tmp_path / "nothing")}}))
+    bad = dry_run(tmp_path, "sft", "--configfile", str(settings))
+    said = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "python.train:" in said and "not an executable" in said

@@ -1,0 +1,254 @@
+"""The vLLM backend against vLLM's real API objects, on the CPU (no engine is started).
+
+Runs in the vLLM environment (``pip install -e ".[vllm,test]"`` in its own venv); the main
+suite starts it there through tests/test_vllm_backend.py and skips here, saying so.
+
+What is real: ``vllm.EngineArgs`` / ``ModelConfig`` (our engine keywords), ``vllm.SamplingParams``
+(our sampling, validated by vLLM), vLLM's own multi-modal processor for Qwen2-VL and its
+tokenizer (our prompt dicts turned into the token ids the engine would see), and vLLM's
+``RequestOutput`` / ``CompletionOutput`` (what ``LLM.generate`` returns). Only the GPU engine
+is replaced, by a recorder that answers with those real output objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+vllm = pytest.importorskip(
+    "vllm",
+    reason="vllm is not installed here: tests/test_vllm_backend.py runs this file in "
+    "the vLLM environment",
+)
+
+from vllm.config import ModelConfig  # noqa: E402
+from vllm.engine.arg_utils import EngineArgs  # noqa: E402
+from vllm.multimodal import MULTIMODAL_REGISTRY  # noqa: E402
+from vllm.multimodal.processing.context import TimingContext  # noqa: E402
+from vllm.multimodal.processing.inputs import ProcessorInputs  # noqa: E402
+from vllm.outputs import CompletionOutput, RequestOutput  # noqa: E402
+from vllm.renderers.registry import cached_tokenizer_from_config  # noqa: E402
+from vllm.sampling_params import SamplingType  # noqa: E402
+
+from sherlock.chat import render_prompt  # noqa: E402
+from sherlock.generation import GenerationRequest, SamplingParams, load_backend  # noqa: E402
+from sherlock.generation.resumable import ResumableBackend  # noqa: E402
+from sherlock.generation.vllm_backend import (  # noqa: E402
+    VLLMBackend,
+    engine_arguments,
+    request_sampling,
+)
+from sherlock.images import fit_pixels, load_rgb  # noqa: E402
+
+
+class RecordingEngine:
+    """Stands in for ``vllm.LLM``: records each call, answers with real vLLM output objects."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.calls: list[tuple[list, list]] = []
+
+    def generate(self, prompts, sampling_params, use_tqdm=True):
+        self.calls.append((list(prompts), list(sampling_params)))
+        return [
+            RequestOutput(
+                request_id=str(index),
+                prompt=prompt["prompt"],
+                prompt_token_ids=None,
+                prompt_logprobs=None,
+                outputs=[
+                    CompletionOutput(
+                        index=0,
+                        text=self.answer(prompt, params),
+                        token_ids=[],
+                        cumulative_logprob=None,
+                        logprobs=None,
+                        finish_reason="stop",
+                    )
+                ],
+                finished=True,
+            )
+            for index, (prompt, params) in enumerate(zip(prompts, sampling_params, strict=True))
+        ]
+
+
+def requests_of(records: list[dict], synthetic_dir: Path, count: int) -> list[GenerationRequest]:
+    prefixes = ["", "<SUMMARY>I will look.</SUMMARY>", "<SUMMARY>"]
+    return [
+        GenerationRequest(
+            key=record["id"],
+            image=str(synthetic_dir / record["image"]),
+            user_text=record["conversations"][0]["value"].replace("<image>", "").strip(),
+            assistant_prefix=prefixes[index % len(prefixes)],
+        )
+        for index, record in enumerate(records[:count])
+    ]
+
+
+def backend_with(model: Path, engine: RecordingEngine, **options) -> VLLMBackend:
+    return VLLMBackend(str(model), engine=engine, progress=False, **options)
+
+
+def test_engine_keywords_are_vllm_engine_arguments(tiny_model_dir: Path) -> None:
+    arguments = engine_arguments(
+        str(tiny_model_dir),
+        dtype="float32",
+        trust_remote_code=False,
+        seed=3,
+        gpu_memory_utilization=0.8,
+        max_model_len=2048,
+    )
+    engine_args = EngineArgs(**arguments)  # an unknown keyword would raise here
+    assert engine_args.generation_config == "vllm"  # the model's sampling defaults stay off
+    assert engine_args.limit_mm_per_prompt == {"image": 1}
+    assert engine_args.max_model_len == 2048 and engine_args.seed == 3
+    config = ModelConfig(
+        model=str(tiny_model_dir),
+        tokenizer=str(tiny_model_dir),
+        dtype="float32",
+        seed=3,
+        generation_config="vllm",
+        limit_mm_per_prompt={"image": 1},
+    )
+    assert config.architectures == ["Qwen2VLForConditionalGeneration"]
+    assert config.get_diff_sampling_param() == {}
+    with pytest.raises(ValueError, match="unknown dtype"):
+        engine_arguments(
+            "m",
+            dtype="fp8",
+            trust_remote_code=False,
+            seed=0,
+            gpu_memory_utilization=0.9,
+            max_model_len=None,
+        )
+
+
+def test_sampling_is_exact_and_seeded_per_batch() -> None:
+    sampled = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=50, seed=100)
+    params = [request_sampling(vllm.SamplingParams, sampled, i, 4, [7, 9]) for i in range(10)]
+    assert all(isinstance(p, vllm.SamplingParams) for p in params)
+    assert [p.seed for p in params] == [100] * 4 + [101] * 4 + [102] * 2
+    first = params[0]
+    assert first.sampling_type == SamplingType.RANDOM_SEED
+    assert (first.temperature, first.top_p, first.max_tokens) == (0.7, 0.9, 50)
+    assert first.top_k in (0, -1) and first.min_p == 0.0 and first.repetition_penalty == 1.0
+    assert first.stop == ["</CONCLUSION>"] and first.include_stop_str_in_output
+    assert first.stop_token_ids == [7, 9] and first.skip_special_tokens
+    greedy = request_sampling(vllm.SamplingParams, SamplingParams(0.0, 1.0, 50, 100), 5, 4, [7])
+    assert greedy.sampling_type == SamplingType.GREEDY and greedy.seed is None
+
+
+def test_prompts_reach_the_engine_as_the_tokens_transformers_trains_on(
+    tiny_model_dir: Path, records: list[dict], synthetic_dir: Path
+) -> None:
+    engine = RecordingEngine(lambda prompt, params: "x</CONCLUSION>")
+    backend = backend_with(tiny_model_dir, engine, image_max_pixels=28 * 28 * 2)
+    requests = requests_of(records, synthetic_dir, 3)
+    backend.generate(requests, SamplingParams(0.0, 1.0, 20, 0))
+    ((prompts, _),) = engine.calls  # every request in one call
+    assert len(prompts) == 3
+
+    # vLLM's own processing of our prompt dicts: its tokenizer, then its Qwen2-VL processor.
+    config = ModelConfig(
+        model=str(tiny_model_dir),
+        tokenizer=str(tiny_model_dir),
+        dtype="float32",
+        seed=0,
+        limit_mm_per_prompt={"image": 1},
+    )
+    processor = MULTIMODAL_REGISTRY.create_processor(config)
+    tokenizer = cached_tokenizer_from_config(config)
+    encode = processor.info.default_tok_params.get_encode_kwargs()
+    for request, prompt in zip(requests, prompts, strict=True):
+        image = prompt["multi_modal_data"]["image"]
+        expected_image = fit_pixels(load_rgb(request.image), 1, 28 * 28 * 2)
+        assert image.size == expected_image.size and image.size != (56, 56)
+        inputs = ProcessorInputs(
+            tokenizer(prompt["prompt"], **encode)["input_ids"],
+            processor.info.parse_mm_data(prompt["multi_modal_data"]),
+        )
+        vllm_ids = processor.apply(inputs, TimingContext())["prompt_token_ids"]
+        text = render_prompt(backend.processor, request.user_text, request.assistant_prefix)
+        hf_ids = backend.processor(text=[text], images=[expected_image])["input_ids"][0]
+        assert list(vllm_ids) == list(hf_ids)
+        assert prompt["prompt"].endswith(request.assistant_prefix)
+
+
+def test_answers_are_cut_after_the_conclusion_and_kept_in_order(
+    tiny_model_dir: Path, records: list[dict], synthetic_dir: Path
+) -> None:
+    def answer(prompt, params):
+        return f" body {len(prompt['prompt'])}</CONCLUSION> trailing"
+
+    engine = RecordingEngine(answer)
+    backend = backend_with(tiny_model_dir, engine)
+    requests = requests_of(records, synthetic_dir, 4)
+    texts = backend.generate(requests, SamplingParams(0.0, 1.0, 20, 0))
+    prompts, _ = engine.calls[0]
+    assert texts == [f" body {len(p['prompt'])}</CONCLUSION>" for p in prompts]
+    # A prefix that already concludes leaves nothing to continue.
+    done = GenerationRequest("k", requests[0].image, "q", "<CONCLUSION>A</CONCLUSION>")
+    assert backend.generate([done], SamplingParams(0.0, 1.0, 20, 0)) == [""]
+    assert backend.generate([], SamplingParams(0.0, 1.0, 20, 0)) == []
+
+
+def test_chunked_and_sharded_runs_sample_with_the_seeds_of_one_call(
+    tiny_model_dir: Path, records: list[dict], synthetic_dir: Path, tmp_path: Path
+) -> None:
+    def seed_answer(prompt, params):
+        return f"seed {params.seed}</CONCLUSION>"
+
+    requests = requests_of(records, synthetic_dir, 8)
+    sampling = SamplingParams(0.7, 1.0, 20, seed=50)
+    whole = backend_with(tiny_model_dir, RecordingEngine(seed_answer), batch_size=2)
+    expected = whole.generate(requests, sampling)
+    assert expected == [f"seed {50 + i // 2}</CONCLUSION>" for i in range(8)]
+
+    shard_dirs = [tmp_path / "shard0", tmp_path / "shard1"]
+    for shard, folder in enumerate(shard_dirs):
+        ResumableBackend(
+            lambda: backend_with(tiny_model_dir, RecordingEngine(seed_answer), batch_size=2),
+            folder,
+            chunk_size=2,
+            batch_size=2,
+            identity={"test": 1},
+            shard=(shard, 2),
+        ).generate(requests, sampling)
+    gathered = ResumableBackend(
+        lambda: pytest.fail("gathering must not load the model"),
+        tmp_path / "gather",
+        chunk_size=2,
+        batch_size=2,
+        identity={"test": 1},
+        saved_dirs=shard_dirs,
+        require_saved=True,
+    )
+    assert gathered.generate(requests, sampling) == expected
+
+
+def test_the_backend_is_found_by_name(tiny_model_dir: Path, monkeypatch) -> None:
+    engine = RecordingEngine(lambda prompt, params: "")
+    made = {}
+
+    def fake_llm(**arguments):
+        made.update(arguments)
+        return engine
+
+    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    backend = load_backend(
+        "vllm",
+        str(tiny_model_dir),
+        batch_size=4,
+        dtype="float32",
+        trust_remote_code=False,
+        seed=9,
+        gpu_memory_utilization=0.5,
+        max_model_len=None,
+        image_min_pixels=None,
+        image_max_pixels=None,
+        progress=False,
+    )
+    assert isinstance(backend, VLLMBackend) and backend.engine is engine
+    EngineArgs(**made)
+    assert made["model"] == str(tiny_model_dir) and made["gpu_memory_utilization"] == 0.5
