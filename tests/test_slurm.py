@@ -112,3 +112,58 @@ def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(clus
     for rule in ("sherlock_sft_data_shard", "offline_prefs_shard", "candidates_shard"):
         assert "gpu=1" in resources(rule) and "mem_mb=64000" in resources(rule)
     assert "gpu=0" in resources("sherlock_sft_data")  # the gather
+
+
+def test_the_qwen_preset_plans_its_gpu_requests_through_the_slurm_executor(cluster, tmp_path):
+    data = tmp_path / "data" / "LLaVA-CoT-100k"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text("{}\n")
+    vllm_python = tmp_path / ".venv-vllm" / "bin" / "python"
+    vllm_python.parent.mkdir(parents=True)
+    vllm_python.symlink_to(sys.executable)
+    qwen = str(ROOT / "config" / "presets" / "qwen25vl_7b.yaml")
+    result = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), *PROFILE, *SLURM_ARGS, "-n", "iter2"]
+        + ["--configfile", qwen],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    blocks = result.stdout.split("\n\n")
+
+    def resources(rule: str) -> str:
+        block = next(b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M))
+        return re.search(r"resources: (.*)", block).group(1)
+
+    for rule in ("r0", "sft", "offline", "iter_model"):
+        assert "gpu=8" in resources(rule) and "runtime=1440" in resources(rule)
+    for rule in ("sherlock_sft_data_shard", "candidates_shard", "rejected_shard"):
+        assert "gpu=1" in resources(rule) and "runtime=720" in resources(rule)
+
+
+def test_each_node_of_a_slurm_step_gets_its_rendezvous(cluster, tmp_path):
+    """`python -m sherlock.multinode` under a real srun (one node here: rank 0 of 1, the
+    rendezvous at this node's own name), as a multi-node training starts it on every node."""
+    dump = tmp_path / "rendezvous.txt"
+    code = (
+        "import os, sys; open(sys.argv[1], 'w').write(' '.join(f'{k}={os.environ[k]}' for k in "
+        "('NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT')))"
+    )
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"srun --nodes=1 --ntasks=1 --ntasks-per-node=1 {sys.executable} -m sherlock.multinode"
+        f" -- {sys.executable} -c \"{code}\" {dump}\n"
+    )
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--nodes=1", "--ntasks=1", f"--output={tmp_path}/out",
+         f"--export=ALL,PYTHONPATH={ROOT}", str(script)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr + (tmp_path / "out").read_text()
+    node = subprocess.run(["sinfo", "-h", "-o", "%N"], capture_output=True, text=True).stdout
+    job_id = int(submitted.stdout.strip().split(";")[0])
+    assert dump.read_text() == (
+        f"NNODES=1 NODE_RANK=0 MASTER_ADDR={node.strip()} MASTER_PORT={20000 + job_id % 20000}"
+    )

@@ -21,6 +21,7 @@ from sherlock.response import parse_stages
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 PAPER = ROOT / "config" / "presets" / "paper_llama32v.yaml"
+QWEN = ROOT / "config" / "presets" / "qwen25vl_7b.yaml"
 
 pytestmark = pytest.mark.workflow
 
@@ -141,6 +142,40 @@ def test_dry_run_of_the_paper_preset(tmp_path):
     # every GPU job starts through the device allocator, with its own tag as the count
     assert "python -m sherlock.gpu_slots --count 8 -- python" in plan
     assert "python -m sherlock.gpu_slots --count 1 -- python" in plan
+
+
+def test_dry_run_of_the_qwen_preset(tmp_path):
+    """Qwen2.5-VL-7B with vLLM: generating jobs (8 one-GPU shards) in the vLLM environment's
+    Python named by the preset, trainings on 8 GPUs in this one, images at LLaMA-Factory's size."""
+    data = tmp_path / "data" / "LLaVA-CoT-100k"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text("{}\n")
+    vllm_python = tmp_path / ".venv-vllm" / "bin" / "python"  # where the README makes it
+    vllm_python.parent.mkdir(parents=True)
+    vllm_python.symlink_to(sys.executable)
+    jobs = planned_jobs(tmp_path, "iter2", "--configfile", str(QWEN))
+    shards = {"sherlock_sft_data_shard", "offline_prefs_shard", "candidates_shard", "rejected_shard"}
+    assert set(jobs) == (STAGE_I | STAGE_II | STAGE_III | shards | {"iter2"}) - {
+        "synthetic_data",
+        "tiny_model",
+    }
+    assert jobs["sherlock_sft_data_shard"] == 8 and jobs["rejected_shard"] == 16
+    result = snakemake(tmp_path, "-n", "-p", "iter2", "--configfile", str(QWEN))
+    text = result.stdout
+    r0_block = text.split("rule r0:")[1].split("\n\n")[0]
+    assert "gpu=8" in r0_block and "cpus_per_task=64" in r0_block and "runtime=1440" in r0_block
+    assert "python -m sherlock.gpu_slots --count 8 -- python" in r0_block
+    shard_block = text.split("rule candidates_shard:")[1].split("\n\n")[0]
+    assert "gpu=1," in shard_block and "mem_mb=64000" in shard_block
+    launch = ".venv-vllm/bin/python -m sherlock.gpu_slots --count 1 -- .venv-vllm/bin/python"
+    assert launch in shard_block
+    assert "--backend vllm --batch-size 64 --chunk-size 1024" in shard_block
+    assert "--image-min-pixels 1024 --image-max-pixels 589824" in shard_block
+    assert "--gpu-memory-utilization 0.9 --max-model-len 8192" in shard_block
+    assert "--model results/qwen25vl_7b/models/iter1" in text  # M_1 generates for iteration 2
+    yaml_plan = text.split("rule r0_config:")[1].split("\n\n")[0]
+    assert "--model Qwen/Qwen2.5-VL-7B-Instruct --template qwen2_vl" in yaml_plan
+    assert "ds_z3.json" in text and "ds_z3_offload" not in text
 
 
 def test_sharded_generation_plans_shard_jobs_then_a_gather(tmp_path):
