@@ -8,6 +8,7 @@ rule tiny_model:
     output:
         model=directory(res("models", "base")),
     params:
+        python=PY,
         script=script("build_tiny_model"),
         seed=config["seed"],
         image_size=config["synthetic"]["image_size"],
@@ -19,7 +20,7 @@ rule tiny_model:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --corpus {input.corpus:q} --out-dir {output.model:q}"
+        "{params.python} {params.script:q} --corpus {input.corpus:q} --out-dir {output.model:q}"
         " --seed {params.seed:q} --image-size {params.image_size:q}"
         " --vocab-size {params.size[vocab_size]} --hidden-size {params.size[hidden_size]}"
         " --num-layers {params.size[num_layers]} --num-heads {params.size[num_heads]}"

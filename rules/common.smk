@@ -51,7 +51,7 @@ def benchmark_file(rule_name):
     return res("benchmarks", f"{rule_name}.tsv")
 
 
-# Jobs call `python` ({PY}, {PY_GEN} in commands): inside a conda env (--sdm conda) that is the
+# Jobs call `python` (params.python: PY or PY_GEN): inside a conda env (--sdm conda) that is the
 # env's interpreter; else the one named in python.train / python.generate, or by default the one
 # running Snakemake (a venv never activated included), whose folder goes first on the PATH the
 # jobs inherit. Every job imports `sherlock` from this checkout (PYTHONPATH), so the envs need

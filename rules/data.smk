@@ -7,6 +7,7 @@ rule synthetic_data:
         test=res("synthetic", "test.jsonl"),
         images=directory(res("synthetic", "images")),
     params:
+        python=PY,
         script=script("build_synthetic"),
         n_train=config["synthetic"]["n_train"],
         n_test=config["synthetic"]["n_test"],
@@ -20,7 +21,7 @@ rule synthetic_data:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --out-dir {params.out_dir:q}"
+        "{params.python} {params.script:q} --out-dir {params.out_dir:q}"
         " --n-train {params.n_train:q} --n-test {params.n_test:q}"
         " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
@@ -34,6 +35,7 @@ rule source_records:
         rejects=res("data", "rejects.jsonl"),
         summary=res("data", "source_summary.json"),
     params:
+        python=PY,
         script=script("prepare_records"),
         format="llava_cot" if SYNTHETIC else config["source"]["format"],
         image_root=lambda wildcards, input: source_image_root(input.source),
@@ -46,7 +48,7 @@ rule source_records:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --source {input.source:q} --format {params.format:q}"
+        "{params.python} {params.script:q} --source {input.source:q} --format {params.format:q}"
         " --image-root {params.image_root:q}"
         " --max-invalid-fraction {params.max_invalid_fraction:q}"
         " --max-image-pixels {params.max_image_pixels:q}"
@@ -63,6 +65,7 @@ rule splits:
         d_b=res("data", "D_B.json"),
         pools=expand(res("data", "pool_{k}.json"), k=ITERATIONS),
     params:
+        python=PY,
         script=script("make_splits"),
         d_a=config["splits"]["d_a"],
         d_b=config["splits"]["d_b"],
@@ -75,7 +78,7 @@ rule splits:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --records {input.records:q}"
+        "{params.python} {params.script:q} --records {input.records:q}"
         " --d-a {params.d_a:q} --d-b {params.d_b:q} --pool {params.pool:q}"
         " --iterations {params.iterations:q} --seed {params.seed:q}"
         " --out-d-a {output.d_a:q} --out-d-b {output.d_b:q} --pool-pattern {params.pool_pattern:q}"

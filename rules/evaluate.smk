@@ -9,6 +9,7 @@ rule heldout_benchmark:
     output:
         benchmark=res("eval", "benchmarks", "heldout.jsonl"),
     params:
+        python=PY,
         script=script("build_heldout_benchmark"),
         image_root=lambda wildcards, input: os.path.dirname(input.test),
     log:
@@ -16,7 +17,7 @@ rule heldout_benchmark:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --source {input.test:q} --image-root {params.image_root:q}"
+        "{params.python} {params.script:q} --source {input.test:q} --image-root {params.image_root:q}"
         " --output {output.benchmark:q} > {log:q} 2>&1"
 
 
@@ -33,6 +34,7 @@ rule evaluate:
         checkpoint="|".join(CHECKPOINTS),
         benchmark="|".join(re.escape(name) for name in BENCHMARKS),
     params:
+        python=PY_GEN,
         script=script("evaluate_checkpoint"),
         model=lambda wildcards: checkpoint_path(wildcards.checkpoint),
         generation=generation_options("evaluation"),
@@ -51,7 +53,7 @@ rule evaluate:
     conda:
         GENERATION_ENV
     shell:
-        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {params.model:q} {params.generation}"
         " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
         " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
@@ -103,6 +105,7 @@ if BENCHMARKS:
                 labels={"figure": "accuracy by turn"},
             ),
         params:
+            python=PY,
             script=script("accuracy_table"),
             checkpoints=",".join(CHECKPOINTS),
         log:
@@ -110,7 +113,7 @@ if BENCHMARKS:
         conda:
             TRAIN_ENV
         shell:
-            "{PY} {params.script:q} {input.summaries:q} --checkpoints {params.checkpoints:q}"
+            "{params.python} {params.script:q} {input.summaries:q} --checkpoints {params.checkpoints:q}"
             " --parquet {output.parquet:q} --csv {output.csv:q} --json {output.json:q}"
             " --html {output.html:q} --figure {output.figure:q} > {log:q} 2>&1"
 
@@ -136,13 +139,14 @@ rule training_curves:
     wildcard_constraints:
         stage="|".join(TRAINED),
     params:
+        python=PY,
         script=script("training_curves"),
     log:
         res("logs", "training_curves_{stage}.log"),
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --model {input.model:q} --stage {wildcards.stage:q}"
+        "{params.python} {params.script:q} --model {input.model:q} --stage {wildcards.stage:q}"
         " --output {output.figure:q} > {log:q} 2>&1"
 
 
@@ -177,13 +181,14 @@ rule data_report:
             labels={"figure": "online acceptance"},
         ),
     params:
+        python=PY,
         script=script("data_report"),
     log:
         log_file("data_report"),
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --source-summary {input.source_summary:q}"
+        "{params.python} {params.script:q} --source-summary {input.source_summary:q}"
         " --splits {input.splits:q} --sherlock-sft {input.sherlock_sft:q}"
         " --offline-source {input.offline_source:q} --offline-pairs {input.offline_pairs:q}"
         " --chosen-summaries {input.chosen:q} --online-pairs {input.online_pairs:q}"

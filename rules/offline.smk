@@ -12,6 +12,7 @@ rule offline_prefs:
         summary=res("data", "offline_prefs_summary.yaml"),
         images=perturbed_images(res("data", "offline_images")),
     params:
+        python=PY_GEN,
         script=script("build_offline_prefs"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         generation=generation_options("continuation"),
@@ -26,7 +27,7 @@ rule offline_prefs:
     conda:
         GENERATION_ENV
     shell:
-        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {input.model:q} --data {input.data:q} {params.generation}"
         " --perturbation {params.perturbation:q} {params.io} > {log:q} 2>&1"
 
@@ -55,6 +56,7 @@ rule offline_config:
     output:
         run=res("runs", "offline", "train.yaml"),
     params:
+        python=PY,
         script=script("render_sherlock_run"),
         hparams=json.dumps(preference_hparams("offline"), sort_keys=True),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
@@ -68,7 +70,7 @@ rule offline_config:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --model {input.model:q} --data {input.data:q}"
+        "{params.python} {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file"
@@ -84,6 +86,7 @@ rule offline:
     output:
         model=directory(res("models", "offline")),
     params:
+        python=PY,
         script=script("train_sherlock"),
         launch=training_launch_options(),
     resources:
@@ -96,5 +99,5 @@ rule offline:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"

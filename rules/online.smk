@@ -11,6 +11,7 @@ rule candidates:
     output:
         data=res("online", "iter{k}", "candidates.json"),
     params:
+        python=PY_GEN,
         script=script("build_candidates"),
         generation=generation_options("candidates"),
         refine=refine_prompt_option(),
@@ -25,7 +26,7 @@ rule candidates:
     conda:
         GENERATION_ENV
     shell:
-        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {input.model:q} --pool {input.pool:q} {params.generation}"
         " --iteration {wildcards.k:q} {params.refine} {params.io} > {log:q} 2>&1"
 
@@ -55,6 +56,7 @@ rule chosen:
         data=res("online", "iter{k}", "chosen.json"),
         summary=res("online", "iter{k}", "chosen_summary.yaml"),
     params:
+        python=PY,
         script=script("select_chosen"),
         judge=judge_options(),
         target=config["online"]["target_pairs"],
@@ -68,7 +70,7 @@ rule chosen:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --candidates {input.candidates:q} {params.judge}"
         " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
         " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
@@ -85,6 +87,7 @@ rule rejected:
         summary=res("online", "iter{k}", "rejected_summary.yaml"),
         images=perturbed_images(res("online", "iter{k}", "perturbed_images")),
     params:
+        python=PY_GEN,
         script=script("build_online_prefs"),
         generation=generation_options("continuation"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
@@ -99,7 +102,7 @@ rule rejected:
     conda:
         GENERATION_ENV
     shell:
-        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
         " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.io}"
         " > {log:q} 2>&1"
@@ -129,6 +132,7 @@ rule iter_config:
     output:
         run=res("runs", "iter{k}", "train.yaml"),
     params:
+        python=PY,
         script=script("render_sherlock_run"),
         hparams=json.dumps(preference_hparams("online"), sort_keys=True),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
@@ -142,7 +146,7 @@ rule iter_config:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --model {input.model:q} --data {input.data:q}"
+        "{params.python} {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file"
@@ -158,6 +162,7 @@ rule iter_model:
     output:
         model=directory(res("models", "iter{k}")),
     params:
+        python=PY,
         script=script("train_sherlock"),
         launch=training_launch_options(),
     resources:
@@ -170,7 +175,7 @@ rule iter_model:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
 
 

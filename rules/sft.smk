@@ -9,6 +9,7 @@ rule r0_config:
         yaml=res("llamafactory", "r0", "train.yaml"),
         info=res("llamafactory", "r0", "dataset_info.json"),
     params:
+        python=PY,
         script=script("render_llamafactory"),
         model=base_model_path(),
         template=config["base_model"]["template"],
@@ -22,7 +23,7 @@ rule r0_config:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --data {input.data:q} --name sherlock_d_a"
+        "{params.python} {params.script:q} --data {input.data:q} --name sherlock_d_a"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code}"
@@ -42,6 +43,7 @@ rule r0:
         **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
     params:
+        python=PY,
         script=script("train_llamafactory"),
         launch=training_launch_options(),
     log:
@@ -51,7 +53,7 @@ rule r0:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
         " > {log:q} 2>&1"
 
@@ -65,6 +67,7 @@ rule sherlock_sft_data:
     output:
         data=res("data", "sherlock_sft.json"),
     params:
+        python=PY_GEN,
         script=script("build_sherlock_sft"),
         generation=generation_options("sherlock_sft"),
         refine=refine_prompt_option(),
@@ -79,7 +82,7 @@ rule sherlock_sft_data:
     conda:
         GENERATION_ENV
     shell:
-        "{PY_GEN} -m sherlock.gpu_slots --count {resources.gpu} -- {PY_GEN} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
         " {params.refine} {params.io} > {log:q} 2>&1"
 
@@ -108,6 +111,7 @@ rule sft_config:
         yaml=res("llamafactory", "sft", "train.yaml"),
         info=res("llamafactory", "sft", "dataset_info.json"),
     params:
+        python=PY,
         script=script("render_llamafactory"),
         model=base_model_path(),
         template=config["base_model"]["template"],
@@ -121,7 +125,7 @@ rule sft_config:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} {params.script:q} --data {input.data:q} --name sherlock_sft"
+        "{params.python} {params.script:q} --data {input.data:q} --name sherlock_sft"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code}"
@@ -141,6 +145,7 @@ rule sft:
         **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
     params:
+        python=PY,
         script=script("train_llamafactory"),
         launch=training_launch_options(),
     log:
@@ -150,6 +155,6 @@ rule sft:
     conda:
         TRAIN_ENV
     shell:
-        "{PY} -m sherlock.gpu_slots --count {resources.gpu} -- {PY} {params.script:q}"
+        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
         " > {log:q} 2>&1"

@@ -59,8 +59,9 @@ def test_every_rule_with_a_command_names_the_env_of_its_stack():
             continue
         expected = "GENERATION_ENV" if name in GENERATING_RULES else "TRAIN_ENV"
         assert re.search(rf"conda:\s+{expected}\b", block), name
-        python = "{PY_GEN}" if name in GENERATING_RULES else "{PY}"
-        assert re.search(r'shell:\s+"' + re.escape(python) + " ", block), name
+        python = "PY_GEN" if name in GENERATING_RULES else "PY"
+        assert re.search(rf"python={python},", block), name
+        assert re.search(r'shell:\s+"\{params\.python\} ', block), name
 
 
 def test_interpreters_and_stacks():
