@@ -154,7 +154,8 @@ def test_dry_run_of_the_qwen_preset(tmp_path):
     vllm_python.parent.mkdir(parents=True)
     vllm_python.symlink_to(sys.executable)
     jobs = planned_jobs(tmp_path, "iter2", "--configfile", str(QWEN))
-    shards = {"sherlock_sft_data_shard", "offline_prefs_shard", "candidates_shard", "rejected_shard"}
+    shards = {f"{rule}_shard" for rule in ("sherlock_sft_data", "offline_prefs", "candidates")}
+    shards.add("rejected_shard")
     assert set(jobs) == (STAGE_I | STAGE_II | STAGE_III | shards | {"iter2"}) - {
         "synthetic_data",
         "tiny_model",
