@@ -16,6 +16,7 @@ from sherlock.multinode import across_nodes, expand_nodelist, node_environment
 from sherlock.pref_training import distributed_relaunch
 
 ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 
 NODE_1_OF_2 = {
     "SLURM_JOB_ID": "4242",
@@ -134,6 +135,18 @@ def submit_command(tags: dict) -> str:
     return get_submit_command(job, params) + set_gres_string(job)
 
 
+def r0_plan(workdir: Path, *configfiles: str) -> str:
+    """The dry-run block (resources, command) of the r0 training under these config files."""
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "-p", "sft", "--configfile", *configfiles, "--directory", str(workdir)],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split("rule r0:")[1].split("\n\n")[0]
+
+
 def test_the_slurm_plugin_asks_for_n_nodes_with_their_gpus_and_one_task_each(tmp_path):
     """The tags rules/common.smk gives a 2-node training (read from a dry run) make the plugin
     ask for 2 nodes, 2 tasks, 8 GPUs per node, and run the command without srun (mpi form)."""
@@ -146,28 +159,7 @@ def test_the_slurm_plugin_asks_for_n_nodes_with_their_gpus_and_one_task_each(tmp
         " nodes: 2}\n"
     )
     paper = ROOT / "config" / "presets" / "paper_llama32v.yaml"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(ROOT / "Snakefile"),
-            "-n",
-            "-p",
-            "sft",
-            "--configfile",
-            str(paper),
-            str(two_nodes),
-            "--directory",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    block = result.stdout.split("rule r0:")[1].split("\n\n")[0]
+    block = r0_plan(tmp_path, str(paper), str(two_nodes))
     assert "--resume --nodes 2" in block  # the launcher is told to start every node
     line = block.split("resources: ")[1].splitlines()[0]
     tags = {}
@@ -180,26 +172,6 @@ def test_the_slurm_plugin_asks_for_n_nodes_with_their_gpus_and_one_task_each(tmp
     assert "--cpus-per-task=64" in sbatch and "--mem 480000" in sbatch
     assert tags["mpi"] == "srun"  # the jobstep plugin runs the command as is (it calls srun)
     # a single-node training keeps the plain form: 8 GPUs, no node/task geometry
-    single = (
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-s",
-                str(ROOT / "Snakefile"),
-                "-n",
-                "sft",
-                "--configfile",
-                str(paper),
-                "--directory",
-                str(tmp_path),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        .stdout.split("rule r0:")[1]
-        .split("\n\n")[0]
-    )
+    single = r0_plan(tmp_path, str(paper))
     assert "gpu=8" in single and "nodes=" not in single and "mpi=" not in single
+    assert "--nodes" not in single

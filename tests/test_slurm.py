@@ -88,17 +88,21 @@ def test_stage_one_runs_as_slurm_jobs_with_their_resource_tags(slurm_build) -> N
     assert "[sherlock] train sft:" in (workdir / "results" / "logs" / "sft.log").read_text()
 
 
-def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(cluster, tmp_path):
-    data = tmp_path / "data" / "LLaVA-CoT-100k"
+def slurm_plan(workdir: Path, preset: str, target: str):
+    """The resources of each rule in a dry run of ``preset`` through the SLURM executor (with
+    the data file and the vLLM interpreter the presets expect in place)."""
+    data = workdir / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")
-    paper = str(ROOT / "config" / "presets" / "paper_llama32v.yaml")
+    vllm_python = workdir / ".venv-vllm" / "bin" / "python"
+    vllm_python.parent.mkdir(parents=True)
+    vllm_python.symlink_to(sys.executable)
     result = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(tmp_path), *PROFILE, *SLURM_ARGS, "-n", "iter1"]
-        + ["--configfile", paper],
+        [*SNAKEMAKE, "--directory", str(workdir), *PROFILE, *SLURM_ARGS, "-n", target]
+        + ["--configfile", str(ROOT / "config" / "presets" / preset)],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=workdir,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     blocks = result.stdout.split("\n\n")
@@ -107,6 +111,11 @@ def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(clus
         block = next(b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M))
         return re.search(r"resources: (.*)", block).group(1)
 
+    return resources
+
+
+def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(cluster, tmp_path):
+    resources = slurm_plan(tmp_path, "paper_llama32v.yaml", "iter1")
     for rule in ("r0", "sft", "offline", "iter_model"):
         assert "gpu=8" in resources(rule) and "cpus_per_task=64" in resources(rule)
     for rule in ("sherlock_sft_data_shard", "offline_prefs_shard", "candidates_shard"):
@@ -115,27 +124,7 @@ def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(clus
 
 
 def test_the_qwen_preset_plans_its_gpu_requests_through_the_slurm_executor(cluster, tmp_path):
-    data = tmp_path / "data" / "LLaVA-CoT-100k"
-    data.mkdir(parents=True)
-    (data / "train.jsonl").write_text("{}\n")
-    vllm_python = tmp_path / ".venv-vllm" / "bin" / "python"
-    vllm_python.parent.mkdir(parents=True)
-    vllm_python.symlink_to(sys.executable)
-    qwen = str(ROOT / "config" / "presets" / "qwen25vl_7b.yaml")
-    result = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(tmp_path), *PROFILE, *SLURM_ARGS, "-n", "iter2"]
-        + ["--configfile", qwen],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    blocks = result.stdout.split("\n\n")
-
-    def resources(rule: str) -> str:
-        block = next(b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M))
-        return re.search(r"resources: (.*)", block).group(1)
-
+    resources = slurm_plan(tmp_path, "qwen25vl_7b.yaml", "iter2")
     for rule in ("r0", "sft", "offline", "iter_model"):
         assert "gpu=8" in resources(rule) and "runtime=1440" in resources(rule)
     for rule in ("sherlock_sft_data_shard", "candidates_shard", "rejected_shard"):
@@ -154,7 +143,7 @@ def test_each_node_of_a_slurm_step_gets_its_rendezvous(cluster, tmp_path):
     script.write_text(
         "#!/bin/bash\n"
         f"srun --nodes=1 --ntasks=1 --ntasks-per-node=1 {sys.executable} -m sherlock.multinode"
-        f" -- {sys.executable} -c \"{code}\" {dump}\n"
+        f' -- {sys.executable} -c "{code}" {dump}\n'
     )
     submitted = subprocess.run(
         ["sbatch", "--parsable", "--wait", "--nodes=1", "--ntasks=1", f"--output={tmp_path}/out",
