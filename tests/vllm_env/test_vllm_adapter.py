@@ -12,6 +12,7 @@ is replaced, by a recorder that answers with those real output objects.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,8 @@ class RecordingEngine:
         self.calls: list[tuple[list, list]] = []
 
     def generate(self, prompts, sampling_params, use_tqdm=True):
+        # the call must fit the real engine's signature
+        inspect.signature(vllm.LLM.generate).bind(self, prompts, sampling_params, use_tqdm=use_tqdm)
         self.calls.append((list(prompts), list(sampling_params)))
         return [
             RequestOutput(
