@@ -181,16 +181,30 @@ def policy_for(wildcards):
     return res("models", "offline") if k == 1 else res("models", f"iter{k - 1}")
 
 
+LLM_JUDGE = config["online"]["judge"]["kind"] == "llm"
+# The llm judge is a model run by the generation backend, so it runs in that backend's stack;
+# the exact judge compares strings in the training stack.
+JUDGE_PY = PY_GEN if LLM_JUDGE else PY
+JUDGE_ENV = GENERATION_ENV if LLM_JUDGE else TRAIN_ENV
+
+
 def judge_options():
+    """The judge's options; the llm judge runs on the generation backend (METHOD.md §7.2)."""
     judge = config["online"]["judge"]
     options = f"--judge {judge['kind']}"
     if judge["trust_remote_code"]:
         options += " --trust-remote-code"
-    if judge["kind"] == "llm":
+    if LLM_JUDGE:
+        gen = config["generation"]
         options += (
             f" --judge-model {shlex.quote(judge['model'])} --judge-batch-size {judge['batch_size']}"
             f" --judge-max-new-tokens {judge['max_new_tokens']} --dtype {judge['dtype']}"
+            f" --backend {gen['backend']}"
         )
+        if gen["backend"] == "vllm":
+            options += f" --gpu-memory-utilization {gen['vllm']['gpu_memory_utilization']}"
+            if gen["vllm"]["max_model_len"]:
+                options += f" --max-model-len {gen['vllm']['max_model_len']}"
     return options
 
 

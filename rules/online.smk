@@ -56,7 +56,7 @@ rule chosen:
         data=res("online", "iter{k}", "chosen.json"),
         summary=res("online", "iter{k}", "chosen_summary.yaml"),
     params:
-        python=PY,
+        python=JUDGE_PY,
         script=script("select_chosen"),
         judge=judge_options(),
         target=config["online"]["target_pairs"],
@@ -64,11 +64,11 @@ rule chosen:
         seed=config["seed"],
     resources:
         # only the llm judge runs a model; the exact judge is a few string comparisons
-        **(job_resources("generate") if config["online"]["judge"]["kind"] == "llm" else {"gpu": 0}),
+        **(job_resources("generate") if LLM_JUDGE else {"gpu": 0}),
     log:
         res("logs", "chosen_iter{k}.log"),
     conda:
-        TRAIN_ENV
+        JUDGE_ENV
     shell:
         "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --candidates {input.candidates:q} {params.judge}"

@@ -58,8 +58,10 @@ def test_every_rule_with_a_command_names_the_env_of_its_stack():
         if "shell:" not in block:
             continue
         expected = "GENERATION_ENV" if name in GENERATING_RULES else "TRAIN_ENV"
-        assert re.search(rf"conda:\s+{expected}\b", block), name
         python = "PY_GEN" if name in GENERATING_RULES else "PY"
+        if name == "chosen":  # the stack of its judge (the llm judge: the generation stack)
+            expected, python = "JUDGE_ENV", "JUDGE_PY"
+        assert re.search(rf"conda:\s+{expected}\b", block), name
         assert re.search(rf"python={python},", block), name
         assert re.search(r'shell:\s+"\{params\.python\} ', block), name
 
@@ -130,3 +132,46 @@ def test_generating_jobs_run_in_the_generation_stack(tmp_path):
     bad = dry_run(tmp_path, "sft", "--configfile", str(settings))
     said = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "python.train:" in said and "not an executable" in said
+
+
+@pytest.mark.workflow
+def test_the_llm_judge_runs_on_the_generation_backend_in_its_stack(tmp_path):
+    """METHOD.md §7.2: the llm judge runs through the same generation backend, so with vLLM it is
+    a vLLM engine in the vLLM stack; the exact judge stays in the training stack."""
+    vllm_python = tmp_path / "vllm env" / "bin" / "python"
+    vllm_python.parent.mkdir(parents=True)
+    vllm_python.symlink_to(sys.executable)
+    quoted = f"'{vllm_python}'"
+    target = "results/online/iter1/chosen.json"
+
+    def chosen_command(settings: dict) -> str:
+        (tmp_path / "judge.yaml").write_text(yaml.safe_dump(settings))
+        plan = dry_run(tmp_path, target, "--configfile", str(tmp_path / "judge.yaml"))
+        assert plan.returncode == 0, plan.stderr[-3000:]
+        return plan.stdout.split("rule chosen:")[1].split("\n\n")[0]
+
+    llm = {"kind": "llm", "model": "Qwen/Qwen2.5-7B-Instruct", "dtype": "bfloat16"}
+    on_vllm = chosen_command(
+        {
+            "generation": {"backend": "vllm", "vllm": {"max_model_len": 4096}},
+            "python": {"generate": str(vllm_python)},
+            "online": {"judge": llm},
+        }
+    )
+    launch = re.escape(f"{quoted} -m sherlock.gpu_slots --count 0 -- {quoted} ")
+    assert re.search(launch + r"\S*workflow_scripts/select_chosen\.py", on_vllm), on_vllm
+    assert "--judge llm --judge-model Qwen/Qwen2.5-7B-Instruct" in on_vllm
+    assert "--backend vllm --gpu-memory-utilization 0.9 --max-model-len 4096" in on_vllm
+
+    on_transformers = chosen_command(
+        {"python": {"generate": str(vllm_python)}, "online": {"judge": llm}}
+    )
+    assert re.search(launch + r"\S*select_chosen\.py", on_transformers)  # python.generate
+    assert "--backend transformers" in on_transformers
+    assert "--gpu-memory-utilization" not in on_transformers
+
+    exact = chosen_command(
+        {"generation": {"backend": "vllm"}, "python": {"generate": str(vllm_python)}}
+    )
+    assert re.search(r"python -m sherlock.gpu_slots --count 0 -- python \S*select_chosen", exact)
+    assert "--judge exact" in exact and "--backend" not in exact

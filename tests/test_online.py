@@ -72,28 +72,15 @@ def test_llm_judge_batches_its_prompts_and_checks_the_count() -> None:
         llm_equivalent(items, JUDGE_PROMPT, lambda prompts: ["Yes"])
 
 
-def test_llm_judge_runs_a_real_text_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_llm_judge_runs_a_real_text_model(tiny_text_model_dir: Path) -> None:
     """A tiny random Qwen2 causal LM with the tiny tokenizer: the plumbing, not the verdicts."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
+    from sherlock.generation import load_text_backend
     from sherlock.generation.hf import TransformersTextBackend
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    backend = load_text_backend(
+        "transformers", str(tiny_text_model_dir), batch_size=2, progress=False
     )
-    Qwen2ForCausalLM(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    backend = TransformersTextBackend(str(tmp_path), batch_size=2, progress=False)
+    assert isinstance(backend, TransformersTextBackend)
     items = [JudgeItem(f"q{i}", ("a", "a", "b")) for i in range(3)]
     greedy = SamplingParams(0.0, 1.0, 5, 0)
     verdicts, replies = llm_equivalent(
@@ -211,3 +198,44 @@ def test_too_few_pairs_stop_the_run_with_what_to_change(tmp_path: Path) -> None:
     result = subprocess.run([*command, "--min-pairs", "1"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert [row["id"] for row in json.loads((tmp_path / "chosen.json").read_text())] == ["a"]
+
+
+def test_the_llm_judge_script_asks_the_text_model_of_its_backend(
+    tmp_path: Path, tiny_text_model_dir: Path
+) -> None:
+    """select_chosen.py with the llm judge on the transformers backend: the replies it records
+    are the model's greedy replies to the filled consistency prompt, and the verdicts follow."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from sherlock.generation.hf import TransformersTextBackend
+    from sherlock.online import judge_item
+
+    ok = [response("red"), response("blue"), response("blue"), response("blue")]
+    rows = [candidate("a", ok), candidate("b", [ok[0], ok[1], response("red"), ok[3]])]
+    path = tmp_path / "candidates.json"
+    path.write_text(json.dumps(rows))
+    script = Path(__file__).resolve().parents[1] / "workflow_scripts" / "select_chosen.py"
+    command = [sys.executable, str(script), "--candidates", str(path), "--judge", "llm"]
+    command += ["--judge-model", str(tiny_text_model_dir), "--backend", "transformers"]
+    command += ["--judge-batch-size", "2", "--judge-max-new-tokens", "6", "--seed", "1"]
+    command += ["--target", "10", "--min-pairs", "0", "--output", str(tmp_path / "chosen.json")]
+    command += ["--summary", str(tmp_path / "summary.yaml")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = yaml.safe_load((tmp_path / "summary.yaml").read_text())
+    assert summary["judge"] == "llm" and summary["judge_backend"] == "transformers"
+    assert summary["judge_model"] == str(tiny_text_model_dir) and summary["judged"] == 2
+
+    backend = TransformersTextBackend(str(tiny_text_model_dir), batch_size=2, progress=False)
+    prompts = [judge_prompt(JUDGE_PROMPT, judge_item(row)) for row in rows]
+    expected = backend.generate_text(prompts, SamplingParams(0.0, 1.0, 6, 1))
+    assert summary["judge_replies_sample"] == expected
+    assert summary["judged_equivalent"] == sum(says_yes(reply) for reply in expected)
+    kept = json.loads((tmp_path / "chosen.json").read_text())
+    assert [row["id"] for row in kept] == [
+        row["id"] for row, reply in zip(rows, expected, strict=True) if says_yes(reply)
+    ]

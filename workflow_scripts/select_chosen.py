@@ -7,7 +7,7 @@ from functools import partial
 import yaml
 
 from sherlock import atomic
-from sherlock.generation import SamplingParams
+from sherlock.generation import SamplingParams, load_text_backend
 from sherlock.judge import exact_equivalent, llm_equivalent
 from sherlock.online import select_chosen
 from sherlock.prompts import load_prompt
@@ -20,6 +20,21 @@ def main() -> None:
     parser.add_argument("--candidates", required=True)
     parser.add_argument("--judge", choices=["exact", "llm"], required=True)
     parser.add_argument("--judge-model", default=None, help="llm: a text model folder or hub id")
+    parser.add_argument(
+        "--backend",
+        choices=["transformers", "vllm"],
+        default="transformers",
+        help="llm: the generation backend that runs the judge (config: generation.backend)",
+    )
+    parser.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.9,
+        help="vllm: the share of the GPU's memory the engine may take",
+    )
+    parser.add_argument(
+        "--max-model-len", type=int, default=None, help="vllm: longest prompt + reply in tokens"
+    )
     parser.add_argument("--judge-batch-size", type=int, default=8)
     parser.add_argument("--judge-max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="float32")
@@ -40,15 +55,17 @@ def main() -> None:
     if args.judge == "exact":
         judge = exact_equivalent
     else:
-        from sherlock.generation.hf import TransformersTextBackend
-
         if not args.judge_model:
             sys.exit("online.judge.model: the llm judge needs a text model")
-        backend = TransformersTextBackend(
-            args.judge_model,
-            batch_size=args.judge_batch_size,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
+        options = {"batch_size": args.judge_batch_size, "dtype": args.dtype}
+        if args.backend == "vllm":
+            options.update(
+                seed=args.seed,
+                gpu_memory_utilization=args.gpu_memory_utilization,
+                max_model_len=args.max_model_len,
+            )
+        backend = load_text_backend(
+            args.backend, args.judge_model, trust_remote_code=args.trust_remote_code, **options
         )
         greedy = SamplingParams(0.0, 1.0, args.judge_max_new_tokens, args.seed)
         template = load_prompt("consistency_judge")
@@ -61,7 +78,13 @@ def main() -> None:
             return verdicts
 
     kept, summary = select_chosen(candidates, judge, args.target)
-    summary = {"judge": args.judge, "target": args.target, **summary}
+    llm = {"judge_model": args.judge_model, "judge_backend": args.backend}
+    summary = {
+        "judge": args.judge,
+        **(llm if args.judge == "llm" else {}),
+        "target": args.target,
+        **summary,
+    }
     if replies:
         summary["judge_replies_sample"] = replies[:5]
     print(f"chosen: {yaml.safe_dump(summary, sort_keys=False)}")

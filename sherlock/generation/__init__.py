@@ -5,8 +5,10 @@ from sherlock.generation.base import (
     GenerationBackend,
     GenerationRequest,
     SamplingParams,
+    TextBackend,
     cut_continuation,
     load_backend,
+    load_text_backend,
 )
 
 __all__ = [
@@ -14,6 +16,8 @@ __all__ = [
     "GenerationBackend",
     "GenerationRequest",
     "SamplingParams",
+    "TextBackend",
     "cut_continuation",
     "load_backend",
+    "load_text_backend",
 ]

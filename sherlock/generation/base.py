@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sherlock.response import cut_after_conclusion
 
@@ -76,7 +76,7 @@ def _transformers_backend(model_path: str, **options: Any) -> GenerationBackend:
     return TransformersBackend(model_path, **options)
 
 
-def _vllm_backend(model_path: str, **options: Any) -> GenerationBackend:
+def _require_vllm() -> None:
     # Only importable in the vLLM environment (envs/vllm.yaml).
     try:
         import vllm  # noqa: F401
@@ -86,6 +86,10 @@ def _vllm_backend(model_path: str, **options: Any) -> GenerationBackend:
             "with --sdm conda, or set python.generate to the python of an environment made "
             "with `pip install -e '.[vllm]'`"
         ) from error
+
+
+def _vllm_backend(model_path: str, **options: Any) -> GenerationBackend:
+    _require_vllm()
     from sherlock.generation.vllm_backend import VLLMBackend
 
     return VLLMBackend(model_path, **options)
@@ -99,9 +103,43 @@ BACKENDS: dict[str, Callable[..., GenerationBackend]] = {
 
 def load_backend(name: str, model_path: str, **options: Any) -> GenerationBackend:
     """The backend registered as ``name``, loaded for ``model_path`` with backend ``options``."""
+    return _factory(BACKENDS, name)(model_path, **options)
+
+
+class TextBackend(Protocol):
+    """A text-only chat model (the llm judge): the reply to each user message, in order."""
+
+    def generate_text(self, user_texts: Sequence[str], sampling: SamplingParams) -> list[str]: ...
+
+
+def _transformers_text_backend(model_path: str, **options: Any) -> TextBackend:
+    from sherlock.generation.hf import TransformersTextBackend
+
+    return TransformersTextBackend(model_path, **options)
+
+
+def _vllm_text_backend(model_path: str, **options: Any) -> TextBackend:
+    _require_vllm()
+    from sherlock.generation.vllm_backend import VLLMTextBackend
+
+    return VLLMTextBackend(model_path, **options)
+
+
+TEXT_BACKENDS: dict[str, Callable[..., TextBackend]] = {
+    "transformers": _transformers_text_backend,
+    "vllm": _vllm_text_backend,
+}
+
+
+def load_text_backend(name: str, model_path: str, **options: Any) -> TextBackend:
+    """The text backend of the generation backend ``name`` (the llm judge runs on the same
+    backend as generation, METHOD.md §7.2), loaded for ``model_path``."""
+    return _factory(TEXT_BACKENDS, name)(model_path, **options)
+
+
+def _factory(registry: dict[str, Callable[..., Any]], name: str) -> Callable[..., Any]:
     try:
-        factory = BACKENDS[name]
+        return registry[name]
     except KeyError:
-        known = ", ".join(sorted(BACKENDS))
+        known = ", ".join(sorted(registry))
         raise ValueError(f"unknown generation backend {name!r}; known backends: {known}") from None
-    return factory(model_path, **options)

@@ -1,4 +1,5 @@
-"""Generation with vLLM: the GPU backend for the models vLLM serves (Qwen2-VL, Qwen2.5-VL, ...).
+"""Generation with vLLM: the GPU backend for the models vLLM serves (Qwen2-VL, Qwen2.5-VL, ...),
+and ``VLLMTextBackend``, the same engine for the text model of the llm judge.
 
 It runs in its own environment (``envs/vllm.yaml``, or ``pip install -e ".[vllm]"`` in a
 separate venv): vLLM pins torch and transformers versions that LLaMA-Factory rejects.
@@ -43,8 +44,10 @@ def engine_arguments(
     seed: int,
     gpu_memory_utilization: float,
     max_model_len: int | None,
+    images_per_prompt: int = 1,
 ) -> dict[str, Any]:
-    """The keywords of ``vllm.LLM`` for one model that answers one image per prompt."""
+    """The keywords of ``vllm.LLM`` for one model answering prompts of ``images_per_prompt``
+    images (0: a text-only model)."""
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r} for vLLM; expected one of {sorted(_DTYPES)}")
     arguments: dict[str, Any] = {
@@ -53,11 +56,12 @@ def engine_arguments(
         "dtype": dtype,
         "trust_remote_code": trust_remote_code,
         "seed": seed,
-        "limit_mm_per_prompt": {"image": 1},
         "gpu_memory_utilization": gpu_memory_utilization,
         # Sampling defaults come from our settings only, never the model's generation config.
         "generation_config": "vllm",
     }
+    if images_per_prompt:
+        arguments["limit_mm_per_prompt"] = {"image": images_per_prompt}
     if max_model_len is not None:
         arguments["max_model_len"] = max_model_len
     return arguments
@@ -69,8 +73,10 @@ def request_sampling(
     index: int,
     batch_size: int,
     stop_token_ids: Sequence[int],
+    stop: Sequence[str] = (CONCLUSION_END,),
 ) -> Any:
-    """vLLM's sampling parameters of request ``index`` of a call (its batch's seed)."""
+    """vLLM's sampling parameters of request ``index`` of a call (its batch's seed); the text
+    ends at the first of ``stop`` (kept in the text) or a ``stop_token_ids`` token."""
     greedy = sampling.temperature == 0
     return vllm_sampling_class(
         n=1,
@@ -83,8 +89,8 @@ def request_sampling(
         frequency_penalty=0.0,
         max_tokens=sampling.max_new_tokens,
         seed=None if greedy else sampling.seed + index // batch_size,
-        stop=[CONCLUSION_END],
-        include_stop_str_in_output=True,
+        stop=list(stop),
+        include_stop_str_in_output=bool(stop),
         stop_token_ids=list(stop_token_ids),
         skip_special_tokens=True,
     )
@@ -161,10 +167,7 @@ class VLLMBackend(GenerationBackend):
     def prompt(self, request: GenerationRequest) -> dict[str, Any]:
         """vLLM's prompt of one request: chat-template text + the image as multi-modal data."""
         text = render_prompt(self.processor, request.user_text, request.assistant_prefix)
-        bos = self.tokenizer.bos_token
-        # vLLM's tokenizer adds the bos itself; a template that writes it (Llama 3) would double it.
-        if bos and text.startswith(bos):
-            text = text[len(bos) :]
+        text = _without_bos(text, self.tokenizer.bos_token)
         image = load_rgb(request.image)
         if self.pixels is not None:
             image = fit_pixels(image, *self.pixels)
@@ -189,3 +192,85 @@ class VLLMBackend(GenerationBackend):
             cut_continuation(request.assistant_prefix, output.outputs[0].text)
             for request, output in zip(requests, outputs, strict=True)
         ]
+
+
+class VLLMTextBackend:
+    """Text-only chat replies through ``vllm.LLM``: the llm judge when generation runs on vLLM.
+
+    The same contract as ``sherlock.generation.hf.TransformersTextBackend.generate_text``: the
+    reply to each user message, rendered by the tokenizer's chat template, in one engine call;
+    request ``i`` is seeded with its batch's seed.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        batch_size: int = 8,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        progress: bool = True,
+        engine: Any = None,
+    ) -> None:
+        import vllm
+        from transformers import AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_path = str(model_path)
+        self.batch_size = batch_size
+        self.progress = progress
+        self._sampling_class = vllm.SamplingParams
+        require_safetensors(self.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.model_path, trust_remote_code=trust_remote_code
+        )
+        if self.tokenizer.chat_template is None:
+            raise ValueError(f"{model_path}: the judge model's tokenizer has no chat template")
+        self.stop_token_ids = generation_eos_ids(self.model_path, self.tokenizer)
+        if engine is None:
+            engine = vllm.LLM(
+                **engine_arguments(
+                    self.model_path,
+                    dtype=dtype,
+                    trust_remote_code=trust_remote_code,
+                    seed=seed,
+                    gpu_memory_utilization=gpu_memory_utilization,
+                    max_model_len=max_model_len,
+                    images_per_prompt=0,
+                )
+            )
+        self.engine = engine
+
+    def prompt(self, user_text: str) -> dict[str, Any]:
+        """vLLM's prompt of one user message, opened for the assistant's reply."""
+        messages = [{"role": "user", "content": user_text}]
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        return {"prompt": _without_bos(text, self.tokenizer.bos_token)}
+
+    def generate_text(self, user_texts: Sequence[str], sampling: SamplingParams) -> list[str]:
+        """The assistant's reply to each user message, in order."""
+        if not user_texts:
+            return []
+        prompts = [self.prompt(text) for text in user_texts]
+        params = [
+            request_sampling(
+                self._sampling_class, sampling, index, self.batch_size, self.stop_token_ids, ()
+            )
+            for index in range(len(user_texts))
+        ]
+        outputs = self.engine.generate(prompts, params, use_tqdm=self.progress)
+        if len(outputs) != len(user_texts):
+            raise RuntimeError(f"vLLM answered {len(outputs)} of {len(user_texts)} prompts")
+        return [output.outputs[0].text for output in outputs]
+
+
+def _without_bos(text: str, bos: str | None) -> str:
+    """The prompt text without a leading bos: vLLM's tokenizer adds it itself, and a template
+    that writes it too (Llama 3) would double it."""
+    return text[len(bos) :] if bos and text.startswith(bos) else text

@@ -33,14 +33,22 @@ from vllm.renderers.registry import cached_tokenizer_from_config  # noqa: E402
 from vllm.sampling_params import SamplingType  # noqa: E402
 
 from sherlock.chat import render_prompt  # noqa: E402
-from sherlock.generation import GenerationRequest, SamplingParams, load_backend  # noqa: E402
+from sherlock.generation import (  # noqa: E402
+    GenerationRequest,
+    SamplingParams,
+    load_backend,
+    load_text_backend,
+)
 from sherlock.generation.resumable import ResumableBackend  # noqa: E402
 from sherlock.generation.vllm_backend import (  # noqa: E402
     VLLMBackend,
+    VLLMTextBackend,
     engine_arguments,
     request_sampling,
 )
 from sherlock.images import fit_pixels, load_rgb  # noqa: E402
+from sherlock.judge import JudgeItem, judge_prompt, llm_equivalent  # noqa: E402
+from sherlock.prompts import load_prompt  # noqa: E402
 
 
 class RecordingEngine:
@@ -255,3 +263,101 @@ def test_the_backend_is_found_by_name(tiny_model_dir: Path, monkeypatch) -> None
     assert isinstance(backend, VLLMBackend) and backend.engine is engine
     EngineArgs(**made)
     assert made["model"] == str(tiny_model_dir) and made["gpu_memory_utilization"] == 0.5
+
+
+# -- the llm judge's text model on vLLM ------------------------------------------------------
+
+
+def test_text_engine_keywords_are_vllm_engine_arguments(tiny_text_model_dir: Path) -> None:
+    arguments = engine_arguments(
+        str(tiny_text_model_dir),
+        dtype="float32",
+        trust_remote_code=False,
+        seed=3,
+        gpu_memory_utilization=0.8,
+        max_model_len=1024,
+        images_per_prompt=0,
+    )
+    assert "limit_mm_per_prompt" not in arguments  # a text model takes no images
+    EngineArgs(**arguments)
+    config = ModelConfig(
+        model=str(tiny_text_model_dir),
+        tokenizer=str(tiny_text_model_dir),
+        dtype="float32",
+        seed=3,
+        generation_config="vllm",
+        max_model_len=1024,
+    )
+    assert config.architectures == ["Qwen2ForCausalLM"] and not config.is_multimodal_model
+    assert config.get_diff_sampling_param() == {}
+
+
+def test_judge_prompts_reach_vllm_as_the_chat_template_tokens(tiny_text_model_dir: Path) -> None:
+    replies = iter(["Yes, they agree.", "No", "yes"])
+    engine = RecordingEngine(lambda prompt, params: next(replies))
+    backend = VLLMTextBackend(str(tiny_text_model_dir), batch_size=2, engine=engine, progress=False)
+    template = load_prompt("consistency_judge")
+    items = [JudgeItem(f"Q{i}?", ("red", "red", "Red.")) for i in range(3)]
+    greedy = SamplingParams(0.0, 1.0, 64, 11)
+    verdicts, raw = llm_equivalent(
+        items, template, lambda prompts: backend.generate_text(prompts, greedy)
+    )
+    assert verdicts == [True, False, True] and raw == ["Yes, they agree.", "No", "yes"]
+    ((prompts, params),) = engine.calls  # every item in one engine call
+    assert [set(prompt) for prompt in prompts] == [{"prompt"}] * 3  # text only
+
+    # vLLM's own tokenizer turns our prompt text into the ids the chat template gives in HF
+    config = ModelConfig(
+        model=str(tiny_text_model_dir),
+        tokenizer=str(tiny_text_model_dir),
+        dtype="float32",
+        seed=0,
+        max_model_len=1024,
+    )
+    tokenizer = cached_tokenizer_from_config(config)
+    for item, prompt in zip(items, prompts, strict=True):
+        messages = [{"role": "user", "content": judge_prompt(template, item)}]
+        hf_ids = backend.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        assert list(tokenizer(prompt["prompt"])["input_ids"]) == list(hf_ids)
+
+    # greedy, at most 64 tokens, ended by the model's eos only: no CONCLUSION stop for a judge
+    first = params[0]
+    assert first.sampling_type == SamplingType.GREEDY and first.max_tokens == 64
+    assert first.stop == [] and not first.include_stop_str_in_output
+    assert first.stop_token_ids == [backend.tokenizer.eos_token_id]
+    assert backend.generate_text([], greedy) == []
+
+
+def test_sampled_judge_replies_are_seeded_per_batch(tiny_text_model_dir: Path) -> None:
+    engine = RecordingEngine(lambda prompt, params: f"seed {params.seed}")
+    backend = VLLMTextBackend(str(tiny_text_model_dir), batch_size=2, engine=engine, progress=False)
+    texts = backend.generate_text(["a", "b", "c"], SamplingParams(0.5, 0.9, 8, 40))
+    assert texts == ["seed 40", "seed 40", "seed 41"]
+
+
+def test_the_text_backend_is_found_by_name(tiny_text_model_dir: Path, monkeypatch) -> None:
+    engine = RecordingEngine(lambda prompt, params: "")
+    made = {}
+
+    def fake_llm(**arguments):
+        made.update(arguments)
+        return engine
+
+    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    backend = load_text_backend(
+        "vllm",
+        str(tiny_text_model_dir),
+        batch_size=4,
+        dtype="bfloat16",
+        trust_remote_code=False,
+        seed=2,
+        gpu_memory_utilization=0.4,
+        max_model_len=2048,
+        progress=False,
+    )
+    assert isinstance(backend, VLLMTextBackend) and backend.engine is engine
+    EngineArgs(**made)
+    assert made["gpu_memory_utilization"] == 0.4 and made["max_model_len"] == 2048
+    assert made["dtype"] == "bfloat16" and "limit_mm_per_prompt" not in made
