@@ -4,6 +4,7 @@ request the plugin builds from a training job's tags (`resources.train.nodes`)."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,11 +37,25 @@ def test_node_lists_expand_like_scontrol(monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("scontrol") is None, reason="scontrol is not installed")
-def test_the_parser_agrees_with_scontrol(monkeypatch):
+def test_the_parser_agrees_with_scontrol(monkeypatch, tmp_path):
+    # scontrol reads a slurm.conf even to expand a list: a minimal one, so the test does not
+    # depend on a cluster having been set up on this machine before it
+    (tmp_path / "slurm.conf").write_text("ClusterName=probe\nSlurmctldHost=localhost\n")
     listed = "gpu[07-09,11],login1"
-    real = subprocess.run(["scontrol", "show", "hostnames", listed], capture_output=True, text=True)
+    real = subprocess.run(
+        ["scontrol", "show", "hostnames", listed],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLURM_CONF": str(tmp_path / "slurm.conf")},
+        timeout=60,
+    )
+    assert real.returncode == 0, real.stderr
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert expand_nodelist(listed) == real.stdout.split()
+    assert (
+        expand_nodelist(listed)
+        == real.stdout.split()
+        == ["gpu07", "gpu08", "gpu09", "gpu11", "login1"]
+    )
 
 
 def test_every_node_meets_at_the_first_one(monkeypatch):
