@@ -8,6 +8,7 @@ import yaml
 
 from sherlock import atomic
 from sherlock.generation import SamplingParams, load_text_backend
+from sherlock.generation.cli import add_vllm_arguments
 from sherlock.judge import exact_equivalent, llm_equivalent
 from sherlock.online import select_chosen
 from sherlock.prompts import load_prompt
@@ -26,15 +27,7 @@ def main() -> None:
         default="transformers",
         help="llm: the generation backend that runs the judge (config: generation.backend)",
     )
-    parser.add_argument(
-        "--gpu-memory-utilization",
-        type=float,
-        default=0.9,
-        help="vllm: the share of the GPU's memory the engine may take",
-    )
-    parser.add_argument(
-        "--max-model-len", type=int, default=None, help="vllm: longest prompt + reply in tokens"
-    )
+    add_vllm_arguments(parser)
     parser.add_argument("--judge-batch-size", type=int, default=8)
     parser.add_argument("--judge-max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="float32")

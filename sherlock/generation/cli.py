@@ -38,18 +38,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="scale larger images down to this many pixels, as LLaMA-Factory trains",
     )
-    parser.add_argument(
-        "--gpu-memory-utilization",
-        type=float,
-        default=0.9,
-        help="vllm: the share of the GPU's memory the engine may take",
-    )
-    parser.add_argument(
-        "--max-model-len",
-        type=int,
-        default=None,
-        help="vllm: longest prompt + answer in tokens (default: the model's)",
-    )
+    add_vllm_arguments(parser)
     parser.add_argument(
         "--chunk-size",
         type=int,
@@ -65,6 +54,22 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         default=[],
         help="shard folders holding every chunk: gather them instead of generating",
+    )
+
+
+def add_vllm_arguments(parser: argparse.ArgumentParser) -> None:
+    """The vllm backend's engine settings (config: generation.vllm)."""
+    parser.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.9,
+        help="vllm: the share of the GPU's memory the engine may take",
+    )
+    parser.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="vllm: longest prompt + answer in tokens (default: the model's)",
     )
 
 

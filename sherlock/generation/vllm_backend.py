@@ -113,7 +113,52 @@ def generation_eos_ids(model_path: str, tokenizer: Any) -> list[int]:
     return sorted(set(ids))
 
 
-class VLLMBackend(GenerationBackend):
+class _Engine:
+    """What both vLLM backends share: one ``vllm.LLM`` per model, and every prompt of a call in
+    one engine call, request ``i`` with its batch's seed."""
+
+    def _settings(self, model_path: str, batch_size: int, progress: bool) -> None:
+        """Checked before anything of the model is read."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_path = str(model_path)
+        self.batch_size = batch_size
+        self.progress = progress
+        require_safetensors(self.model_path)
+
+    def _start_engine(
+        self, tokenizer: Any, engine: Any, images_per_prompt: int, **engine_options: Any
+    ) -> None:
+        """The model's stop ids, and its engine (``engine`` when given: tests, callers)."""
+        import vllm
+
+        self.tokenizer = tokenizer
+        self._sampling_class = vllm.SamplingParams
+        self.stop_token_ids = generation_eos_ids(self.model_path, tokenizer)
+        if engine is None:
+            arguments = engine_arguments(
+                self.model_path, images_per_prompt=images_per_prompt, **engine_options
+            )
+            engine = vllm.LLM(**arguments)
+        self.engine = engine
+
+    def _texts(
+        self, prompts: list[dict[str, Any]], sampling: SamplingParams, stop: Sequence[str]
+    ) -> list[str]:
+        """The generated text of each prompt, in order, from one engine call."""
+        params = [
+            request_sampling(
+                self._sampling_class, sampling, index, self.batch_size, self.stop_token_ids, stop
+            )
+            for index in range(len(prompts))
+        ]
+        outputs = self.engine.generate(prompts, params, use_tqdm=self.progress)
+        if len(outputs) != len(prompts):
+            raise RuntimeError(f"vLLM answered {len(outputs)} of {len(prompts)} prompts")
+        return [output.outputs[0].text for output in outputs]
+
+
+class VLLMBackend(_Engine, GenerationBackend):
     """Batched generation through ``vllm.LLM`` (see the module doc).
 
     ``engine`` is for tests and callers that hold an engine already; by default one is built
@@ -135,34 +180,23 @@ class VLLMBackend(GenerationBackend):
         progress: bool = True,
         engine: Any = None,
     ) -> None:
-        import vllm
         from transformers import AutoProcessor
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_path = str(model_path)
-        self.batch_size = batch_size
-        self.progress = progress
+        self._settings(model_path, batch_size, progress)
         self.pixels = (image_min_pixels or 1, image_max_pixels) if image_max_pixels else None
-        self._sampling_class = vllm.SamplingParams
-        require_safetensors(self.model_path)
         self.processor = AutoProcessor.from_pretrained(
             self.model_path, trust_remote_code=trust_remote_code
         )
-        self.tokenizer = self.processor.tokenizer
-        self.stop_token_ids = generation_eos_ids(self.model_path, self.tokenizer)
-        if engine is None:
-            engine = vllm.LLM(
-                **engine_arguments(
-                    self.model_path,
-                    dtype=dtype,
-                    trust_remote_code=trust_remote_code,
-                    seed=seed,
-                    gpu_memory_utilization=gpu_memory_utilization,
-                    max_model_len=max_model_len,
-                )
-            )
-        self.engine = engine
+        self._start_engine(
+            self.processor.tokenizer,
+            engine,
+            images_per_prompt=1,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+        )
 
     def prompt(self, request: GenerationRequest) -> dict[str, Any]:
         """vLLM's prompt of one request: chat-template text + the image as multi-modal data."""
@@ -179,27 +213,20 @@ class VLLMBackend(GenerationBackend):
         if not requests:
             return []
         prompts = [self.prompt(request) for request in requests]
-        params = [
-            request_sampling(
-                self._sampling_class, sampling, index, self.batch_size, self.stop_token_ids
-            )
-            for index in range(len(requests))
-        ]
-        outputs = self.engine.generate(prompts, params, use_tqdm=self.progress)
-        if len(outputs) != len(requests):
-            raise RuntimeError(f"vLLM answered {len(outputs)} of {len(requests)} requests")
+        texts = self._texts(prompts, sampling, stop=(CONCLUSION_END,))
         return [
-            cut_continuation(request.assistant_prefix, output.outputs[0].text)
-            for request, output in zip(requests, outputs, strict=True)
+            cut_continuation(request.assistant_prefix, text)
+            for request, text in zip(requests, texts, strict=True)
         ]
 
 
-class VLLMTextBackend:
+class VLLMTextBackend(_Engine):
     """Text-only chat replies through ``vllm.LLM``: the llm judge when generation runs on vLLM.
 
     The same contract as ``sherlock.generation.hf.TransformersTextBackend.generate_text``: the
     reply to each user message, rendered by the tokenizer's chat template, in one engine call;
-    request ``i`` is seeded with its batch's seed.
+    request ``i`` is seeded with its batch's seed. Replies end at the model's eos (no
+    ``</CONCLUSION>`` stop: a judge's reply has none).
     """
 
     def __init__(
@@ -215,35 +242,24 @@ class VLLMTextBackend:
         progress: bool = True,
         engine: Any = None,
     ) -> None:
-        import vllm
         from transformers import AutoTokenizer
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_path = str(model_path)
-        self.batch_size = batch_size
-        self.progress = progress
-        self._sampling_class = vllm.SamplingParams
-        require_safetensors(self.model_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(
+        self._settings(model_path, batch_size, progress)
+        tokenizer = AutoTokenizer.from_pretrained(
             self.model_path, trust_remote_code=trust_remote_code
         )
-        if self.tokenizer.chat_template is None:
+        if tokenizer.chat_template is None:
             raise ValueError(f"{model_path}: the judge model's tokenizer has no chat template")
-        self.stop_token_ids = generation_eos_ids(self.model_path, self.tokenizer)
-        if engine is None:
-            engine = vllm.LLM(
-                **engine_arguments(
-                    self.model_path,
-                    dtype=dtype,
-                    trust_remote_code=trust_remote_code,
-                    seed=seed,
-                    gpu_memory_utilization=gpu_memory_utilization,
-                    max_model_len=max_model_len,
-                    images_per_prompt=0,
-                )
-            )
-        self.engine = engine
+        self._start_engine(
+            tokenizer,
+            engine,
+            images_per_prompt=0,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+        )
 
     def prompt(self, user_text: str) -> dict[str, Any]:
         """vLLM's prompt of one user message, opened for the assistant's reply."""
@@ -257,17 +273,7 @@ class VLLMTextBackend:
         """The assistant's reply to each user message, in order."""
         if not user_texts:
             return []
-        prompts = [self.prompt(text) for text in user_texts]
-        params = [
-            request_sampling(
-                self._sampling_class, sampling, index, self.batch_size, self.stop_token_ids, ()
-            )
-            for index in range(len(user_texts))
-        ]
-        outputs = self.engine.generate(prompts, params, use_tqdm=self.progress)
-        if len(outputs) != len(user_texts):
-            raise RuntimeError(f"vLLM answered {len(outputs)} of {len(user_texts)} prompts")
-        return [output.outputs[0].text for output in outputs]
+        return self._texts([self.prompt(text) for text in user_texts], sampling, stop=())
 
 
 def _without_bos(text: str, bos: str | None) -> str:

@@ -50,6 +50,8 @@ from sherlock.images import fit_pixels, load_rgb  # noqa: E402
 from sherlock.judge import JudgeItem, judge_prompt, llm_equivalent  # noqa: E402
 from sherlock.prompts import load_prompt  # noqa: E402
 
+LLM_GENERATE = inspect.signature(vllm.LLM.generate)  # before any test replaces vllm.LLM
+
 
 class RecordingEngine:
     """Stands in for ``vllm.LLM``: records each call, answers with real vLLM output objects."""
@@ -60,7 +62,7 @@ class RecordingEngine:
 
     def generate(self, prompts, sampling_params, use_tqdm=True):
         # the call must fit the real engine's signature
-        inspect.signature(vllm.LLM.generate).bind(self, prompts, sampling_params, use_tqdm=use_tqdm)
+        LLM_GENERATE.bind(self, prompts, sampling_params, use_tqdm=use_tqdm)
         self.calls.append((list(prompts), list(sampling_params)))
         return [
             RequestOutput(
@@ -361,3 +363,83 @@ def test_the_text_backend_is_found_by_name(tiny_text_model_dir: Path, monkeypatc
     EngineArgs(**made)
     assert made["gpu_memory_utilization"] == 0.4 and made["max_model_len"] == 2048
     assert made["dtype"] == "bfloat16" and "limit_mm_per_prompt" not in made
+
+
+def test_the_judge_script_runs_its_judge_on_a_vllm_engine(
+    tiny_text_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """workflow_scripts/select_chosen.py as the `chosen` rule calls it with generation.backend
+    vllm: the engine it builds takes our settings, and its replies decide what is kept."""
+    import json
+    import runpy
+    import sys
+
+    import yaml
+
+    from sherlock.response import extract_answer
+
+    def candidate(name: str, answers: list[str]) -> dict:
+        head = "<SUMMARY>s</SUMMARY><CAPTION>c</CAPTION><REASONING>r</REASONING>"
+        turns = [f"{head}<CONCLUSION>{answer}</CONCLUSION>" for answer in answers]
+        return {
+            "id": name,
+            "question": f"{name}?",
+            "turns": turns,
+            "answers": [extract_answer(turn) for turn in turns],
+        }
+
+    rows = [candidate("a", ["x", "y", "y", "y"]), candidate("b", ["x", "y", "z", "y"])]
+    (tmp_path / "candidates.json").write_text(json.dumps(rows))
+    engine = RecordingEngine(
+        lambda prompt, params: "Yes" if "[QUESTION]:\na?" in prompt["prompt"] else "No"
+    )
+    made = {}
+
+    def fake_llm(**arguments):
+        made.update(arguments)
+        return engine
+
+    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    script = Path(__file__).resolve().parents[2] / "workflow_scripts" / "select_chosen.py"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            str(script),
+            "--candidates",
+            str(tmp_path / "candidates.json"),
+            "--judge",
+            "llm",
+            "--judge-model",
+            str(tiny_text_model_dir),
+            "--backend",
+            "vllm",
+            "--dtype",
+            "bfloat16",
+            "--gpu-memory-utilization",
+            "0.45",
+            "--max-model-len",
+            "4096",
+            "--seed",
+            "5",
+            "--target",
+            "10",
+            "--min-pairs",
+            "1",
+            "--output",
+            str(tmp_path / "chosen.json"),
+            "--summary",
+            str(tmp_path / "summary.yaml"),
+        ],
+    )
+    runpy.run_path(str(script), run_name="__main__")
+
+    EngineArgs(**made)
+    assert made["model"] == str(tiny_text_model_dir) and made["seed"] == 5
+    assert made["gpu_memory_utilization"] == 0.45 and made["max_model_len"] == 4096
+    assert len(engine.calls) == 1 and len(engine.calls[0][0]) == 2  # both items, one call
+    kept = json.loads((tmp_path / "chosen.json").read_text())
+    assert [row["id"] for row in kept] == ["a"]
+    summary = yaml.safe_load((tmp_path / "summary.yaml").read_text())
+    assert summary["judge_backend"] == "vllm" and summary["judge_replies_sample"] == ["Yes", "No"]
+    assert summary["not_kept"] == {"turns 1-3 judged not equivalent": 1}
