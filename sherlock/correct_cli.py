@@ -25,8 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image", required=True, help="image file")
     parser.add_argument("--question", required=True)
     parser.add_argument("--rounds", type=int, default=3, help="self-correction rounds (default 3)")
-    parser.add_argument("--backend", default="transformers")
-    parser.add_argument("--device", default="auto", help="auto: the first GPU, else the CPU")
+    parser.add_argument(
+        "--backend",
+        choices=["transformers", "vllm"],
+        default="transformers",
+        help="vllm: in the vLLM environment, on a GPU, for the models vLLM serves",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="transformers: auto = the first GPU, else the CPU"
+    )
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, else float32")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
@@ -46,14 +53,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.rounds < 0:
         sys.exit("error: --rounds must be >= 0")
+    options = {"batch_size": 1, "dtype": args.dtype, "progress": False}
+    if args.backend == "vllm":
+        options["seed"] = args.seed
+    else:
+        options["device"] = args.device
     backend = load_backend(
-        args.backend,
-        args.model,
-        batch_size=1,
-        device=args.device,
-        dtype=args.dtype,
-        progress=False,
-        trust_remote_code=args.trust_remote_code,
+        args.backend, args.model, trust_remote_code=args.trust_remote_code, **options
     )
     sampling = SamplingParams(args.temperature, args.top_p, args.max_new_tokens, args.seed)
     question = Question("question", args.image, args.question)

@@ -50,7 +50,7 @@ def test_the_adapter_passes_against_real_vllm_objects(vllm_python: Path) -> None
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
-    assert "11 passed" in output and "skipped" not in output, output[-2000:]
+    assert "12 passed" in output and "skipped" not in output, output[-2000:]
 
 
 @pytest.mark.workflow

@@ -443,3 +443,49 @@ def test_the_judge_script_runs_its_judge_on_a_vllm_engine(
     summary = yaml.safe_load((tmp_path / "summary.yaml").read_text())
     assert summary["judge_backend"] == "vllm" and summary["judge_replies_sample"] == ["Yes", "No"]
     assert summary["not_kept"] == {"turns 1-3 judged not equivalent": 1}
+
+
+def test_sherlock_correct_runs_on_a_vllm_engine(
+    tiny_model_dir: Path, synthetic_dir: Path, records: list[dict], monkeypatch, capsys
+) -> None:
+    """`sherlock-correct --backend vllm`: the direct answer, then each round's REFINE prompt
+    carrying the previous answer, one engine call per turn."""
+    import json
+
+    from sherlock.correct_cli import main
+
+    answers = iter(["<CONCLUSION>red</CONCLUSION> more", "<CONCLUSION>blue</CONCLUSION>"])
+    engine = RecordingEngine(lambda prompt, params: next(answers))
+    made = {}
+
+    def fake_llm(**arguments):
+        made.update(arguments)
+        return engine
+
+    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    image = str(synthetic_dir / records[0]["image"])
+    main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--image",
+            image,
+            "--question",
+            "Which colour?",
+            "--rounds",
+            "1",
+            "--backend",
+            "vllm",
+            "--dtype",
+            "float32",
+            "--json",
+        ]
+    )
+    EngineArgs(**made)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["turns"] == ["<CONCLUSION>red</CONCLUSION>", "<CONCLUSION>blue</CONCLUSION>"]
+    assert printed["answers"] == ["red", "blue"]
+    (direct, _), (refine, _) = engine.calls
+    assert "Which colour?" in direct[0]["prompt"]
+    assert "<CONCLUSION>red</CONCLUSION>" in refine[0]["prompt"]  # the answer to correct
+    assert "multi_modal_data" in refine[0]
