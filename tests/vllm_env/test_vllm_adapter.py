@@ -86,6 +86,19 @@ class RecordingEngine:
         ]
 
 
+def engine_built_as(monkeypatch, engine: RecordingEngine) -> dict:
+    """Make ``vllm.LLM(...)`` return ``engine``; the keywords it was called with land in the
+    returned dict."""
+    made: dict = {}
+
+    def build(**arguments):
+        made.update(arguments)
+        return engine
+
+    monkeypatch.setattr(vllm, "LLM", build)
+    return made
+
+
 def requests_of(records: list[dict], synthetic_dir: Path, count: int) -> list[GenerationRequest]:
     prefixes = ["", "<SUMMARY>I will look.</SUMMARY>", "<SUMMARY>"]
     return [
@@ -242,13 +255,7 @@ def test_chunked_and_sharded_runs_sample_with_the_seeds_of_one_call(
 
 def test_the_backend_is_found_by_name(tiny_model_dir: Path, monkeypatch) -> None:
     engine = RecordingEngine(lambda prompt, params: "")
-    made = {}
-
-    def fake_llm(**arguments):
-        made.update(arguments)
-        return engine
-
-    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    made = engine_built_as(monkeypatch, engine)
     backend = load_backend(
         "vllm",
         str(tiny_model_dir),
@@ -341,13 +348,7 @@ def test_sampled_judge_replies_are_seeded_per_batch(tiny_text_model_dir: Path) -
 
 def test_the_text_backend_is_found_by_name(tiny_text_model_dir: Path, monkeypatch) -> None:
     engine = RecordingEngine(lambda prompt, params: "")
-    made = {}
-
-    def fake_llm(**arguments):
-        made.update(arguments)
-        return engine
-
-    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    made = engine_built_as(monkeypatch, engine)
     backend = load_text_backend(
         "vllm",
         str(tiny_text_model_dir),
@@ -393,13 +394,7 @@ def test_the_judge_script_runs_its_judge_on_a_vllm_engine(
     engine = RecordingEngine(
         lambda prompt, params: "Yes" if "[QUESTION]:\na?" in prompt["prompt"] else "No"
     )
-    made = {}
-
-    def fake_llm(**arguments):
-        made.update(arguments)
-        return engine
-
-    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    made = engine_built_as(monkeypatch, engine)
     script = Path(__file__).resolve().parents[2] / "workflow_scripts" / "select_chosen.py"
     monkeypatch.setattr(
         sys,
@@ -456,13 +451,7 @@ def test_sherlock_correct_runs_on_a_vllm_engine(
 
     answers = iter(["<CONCLUSION>red</CONCLUSION> more", "<CONCLUSION>blue</CONCLUSION>"])
     engine = RecordingEngine(lambda prompt, params: next(answers))
-    made = {}
-
-    def fake_llm(**arguments):
-        made.update(arguments)
-        return engine
-
-    monkeypatch.setattr(vllm, "LLM", fake_llm)
+    made = engine_built_as(monkeypatch, engine)
     image = str(synthetic_dir / records[0]["image"])
     main(
         [
