@@ -41,7 +41,7 @@ rule all:
 
 onsuccess:
     # One line per finished step (records in/out, acceptance, losses, accuracy), oldest first.
-    from sherlock.stage_log import collect_summaries
+    from sherlock.runtime.step_summary import collect_summaries
 
     summaries = collect_summaries(glob.glob(res("logs", "*.log")))
     if summaries:

@@ -50,14 +50,14 @@ from typing import Any
 
 import yaml
 
-from sherlock.generation.base import (
+from sherlock.data.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
+from sherlock.generation import (
     GenerationBackend,
     GenerationRequest,
     SamplingParams,
     load_backend,
 )
 from sherlock.generation.resumable import ResumableBackend
-from sherlock.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow_scripts"
@@ -105,11 +105,11 @@ def load_requests(path: Path, count: int) -> list[GenerationRequest]:
     sharegpt JSON split (``results/data/D_B.json``), as the workflow turns records into
     requests: the question without its ``<image>`` placeholder, nothing pre-filled."""
     if path.suffix == ".jsonl":
-        from sherlock.records import load_records
+        from sherlock.data.records import load_records
 
         records = load_records(path, "llava_cot", path.parent).records
     else:
-        from sherlock.sharegpt import read_json, sft_row_to_record
+        from sherlock.data.sharegpt import read_json, sft_row_to_record
 
         records = [sft_row_to_record(row, origin=str(path)) for row in read_json(path)]
     if len(records) < count:

@@ -27,15 +27,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from sherlock.losses import SEQUENCE_NAMES, sherlock_loss
-from sherlock.perturb import PerturbationConfig
-from sherlock.pref_encoding import collate_sequences, encode_example, sequence_log_probs
-from sherlock.preference import load_preferences
-from sherlock.prompts import load_prompt
-from sherlock.trainer import PreferenceCollator, batch_log_probs, by_name, record_betas
+from sherlock.data.prompts import load_prompt
+from sherlock.perturbation.recipes import PerturbationConfig
+from sherlock.preference.encoding import collate_sequences, encode_example, sequence_log_probs
+from sherlock.preference.losses import SEQUENCE_NAMES, sherlock_loss
+from sherlock.preference.records import load_preferences
+from sherlock.preference.trainer import PreferenceCollator, batch_log_probs, by_name, record_betas
 
+ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
     "direct": ("direct_w", "direct_l"),
     "refine_l": ("l_A1", "l_B1", "l_A2", "l_B2"),
@@ -59,7 +61,7 @@ def take(batch: dict, rows: list[int]) -> dict:
 
 
 def seed_group_loss(name: str, policy: dict, reference: dict, beta_dpo, beta_sc) -> torch.Tensor:
-    """The part of METHOD.md §6's loss that one seed pass optimises."""
+    """The part of docs/method.md §6's loss that one seed pass optimises."""
 
     def delta(a: str, b: str) -> torch.Tensor:
         return (policy[a] - reference[a]) - (policy[b] - reference[b])
@@ -75,7 +77,12 @@ def ours_step(model, optimiser, batch, records, ref_table, beta_dpo, beta_sc) ->
     optimiser.zero_grad()
     policy_logps, _ = batch_log_probs(model, batch)
     loss, _ = sherlock_loss(
-        by_name(policy_logps, records), by_name(ref_table, records), beta_dpo, beta_sc
+        by_name(policy_logps, records),
+        by_name(ref_table, records),
+        beta_dpo,
+        beta_sc,
+        dpo_coef=0.2,  # the coefficients the seed-style loss below hard-codes
+        sc_coef=0.8,
     )
     loss.backward()
     optimiser.step()
@@ -128,7 +135,12 @@ def main() -> None:
     if len(examples) < needed:
         raise SystemExit(f"{args.prefs}: {len(examples)} records, the run needs {needed}")
     refine = load_prompt("refine")
-    config = PerturbationConfig.from_dict({"recipe": "reference"})
+    # The embedded default's recipe, β and β_r (config/config.yaml).
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
+    common = default["preference"]["common"]
+    config = PerturbationConfig.from_dict(default["perturbation"]).coefficients(
+        common["pref_beta"], common["pref_beta_refine"]
+    )
     pad = processor.tokenizer.pad_token_id
     batches = []
     collator = PreferenceCollator(pad)

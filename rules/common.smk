@@ -21,7 +21,7 @@ from sherlock.config import (
     stack_problem,
     validate_config,
 )
-from sherlock.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
+from sherlock.data.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
 
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
@@ -92,9 +92,9 @@ def job_resources(kind):
 
 def training_resources():
     """A training job's tags. On several nodes it is one SLURM job of `nodes` nodes whose command
-    runs once and starts a launcher per node with srun (sherlock.multinode): the plugin's `mpi`
+    runs once and starts a launcher per node with srun (sherlock.runtime.multinode): the plugin's `mpi`
     job form (no srun around the command) with one task per node, and the GPUs asked per node
-    as a GRES (the plugin's `gpu` would be a total); gpu=0 also keeps sherlock.gpu_slots out of
+    as a GRES (the plugin's `gpu` would be a total); gpu=0 also keeps sherlock.runtime.gpu_slots out of
     SLURM's way (it never touches SLURM's devices anyway)."""
     tags = job_resources("train")
     nodes = config["resources"]["train"].get("nodes", 1)
@@ -189,7 +189,7 @@ JUDGE_ENV = GENERATION_ENV if LLM_JUDGE else TRAIN_ENV
 
 
 def judge_options():
-    """The judge's options; the llm judge runs on the generation backend (METHOD.md §7.2)."""
+    """The judge's options; the llm judge runs on the generation backend (docs/method.md §7.2)."""
     judge = config["online"]["judge"]
     options = f"--judge {judge['kind']}"
     if judge["trust_remote_code"]:

@@ -1,4 +1,4 @@
-# Evaluation (METHOD.md §9) and the report: every checkpoint answers every benchmark directly and
+# Evaluation (docs/method.md §9) and the report: every checkpoint answers every benchmark directly and
 # after each self-correction turn; the scores, data statistics and training curves go into
 # `snakemake --report report.html`.
 
@@ -53,7 +53,7 @@ rule evaluate:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {params.model:q} {params.generation}"
         " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
         " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"

@@ -1,4 +1,4 @@
-# Stage II (METHOD.md §5): perturbed continuations of annotated answers → the Offline model.
+# Stage II (docs/method.md §5): perturbed continuations of annotated answers → the Offline model.
 
 
 rule offline_prefs:
@@ -27,7 +27,7 @@ rule offline_prefs:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {input.model:q} --data {input.data:q} {params.generation}"
         " --perturbation {params.perturbation:q} {params.io} > {log:q} 2>&1"
 
@@ -99,5 +99,5 @@ rule offline:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"

@@ -1,4 +1,4 @@
-# Stage III (METHOD.md §7): online self-improvement, one set of rules with the iteration k as a
+# Stage III (docs/method.md §7): online self-improvement, one set of rules with the iteration k as a
 # wildcard. M_0 = Offline; iteration k generates with, starts from and is referenced to M_{k-1}.
 
 
@@ -26,7 +26,7 @@ rule candidates:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {input.model:q} --pool {input.pool:q} {params.generation}"
         " --iteration {wildcards.k:q} {params.refine} {params.io} > {log:q} 2>&1"
 
@@ -70,7 +70,7 @@ rule chosen:
     conda:
         JUDGE_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --candidates {input.candidates:q} {params.judge}"
         " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
         " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
@@ -102,7 +102,7 @@ rule rejected:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
         " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.io}"
         " > {log:q} 2>&1"
@@ -175,7 +175,7 @@ rule iter_model:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
 
 

@@ -1,4 +1,4 @@
-# Stage I (METHOD.md §3): R0 on D_A → sherlock_sft.json from R0's own answers → Sherlock-SFT.
+# Stage I (docs/method.md §3): R0 on D_A → sherlock_sft.json from R0's own answers → Sherlock-SFT.
 
 
 rule r0_config:
@@ -53,7 +53,7 @@ rule r0:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
         " > {log:q} 2>&1"
 
@@ -82,7 +82,7 @@ rule sherlock_sft_data:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
         " {params.refine} {params.io} > {log:q} 2>&1"
 
@@ -155,6 +155,6 @@ rule sft:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} -m sherlock.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
+        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
         " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
         " > {log:q} 2>&1"

@@ -24,7 +24,7 @@ def image_size() -> int:
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sherlock.synthetic import build_synthetic_dataset
+    from sherlock.embedded.synthetic import build_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synthetic")
     build_synthetic_dataset(out, n_train=40, n_test=12, image_size=IMAGE_SIZE, seed=SEED)
@@ -34,7 +34,7 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path) -> tuple[Path, dict]:
     """The tiny model folder and the summary ``build_tiny_vlm`` returned."""
-    from sherlock.tiny_model import build_tiny_vlm, corpus_from_jsonl
+    from sherlock.embedded.tiny_model import build_tiny_vlm, corpus_from_jsonl
 
     out = tmp_path_factory.mktemp("tiny_model")
     corpus = corpus_from_jsonl([synthetic_dir / "train.jsonl"])

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from sherlock.benchmark import BenchmarkError, read_benchmark
 from sherlock.config import ConfigError, validate_config
-from sherlock.preference import PreferenceDataError, load_preferences
-from sherlock.records import SourceDataError, load_records
+from sherlock.data.records import SourceDataError, load_records
+from sherlock.evaluation.benchmark_files import BenchmarkError, read_benchmark
+from sherlock.preference.records import PreferenceDataError, load_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER = (

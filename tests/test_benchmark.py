@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sherlock.benchmark import (
+from sherlock.evaluation.benchmark_files import (
     MULTIPLE_CHOICE_INSTRUCTION,
     BenchmarkError,
     read_benchmark,

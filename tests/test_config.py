@@ -57,7 +57,7 @@ def test_paper_preset_keeps_the_papers_objective_and_hyper_parameters(config):
     preset = yaml.safe_load((ROOT / "config" / "presets" / "paper_llama32v.yaml").read_text())
     paper = _merge(copy.deepcopy(config), preset)
     offline = merged(paper["preference"]["common"], paper["preference"]["offline"])
-    # METHOD.md §5: β 0.1, β_r 0.025, lr 5e-6, 1 epoch, cosine, no warmup, no SFT term,
+    # docs/method.md §5: β 0.1, β_r 0.025, lr 5e-6, 1 epoch, cosine, no warmup, no SFT term,
     # 1 per device × 4 accumulation, bf16 with ZeRO-3
     assert offline["pref_beta"] == 0.1 and offline["pref_beta_refine"] == 0.025
     assert offline["learning_rate"] == 5e-6 and offline["num_train_epochs"] == 1

@@ -109,13 +109,13 @@ def test_generating_jobs_run_in_the_generation_stack(tmp_path):
     assert plan.returncode == 0, plan.stderr[-3000:]
     quoted = f"'{vllm_python}'"
     gen = plan.stdout.split("rule sherlock_sft_data:")[1].split("\n\n")[0]
-    launch = re.escape(f"{quoted} -m sherlock.gpu_slots --count 0 -- {quoted} ")
+    launch = re.escape(f"{quoted} -m sherlock.runtime.gpu_slots --count 0 -- {quoted} ")
     assert re.search(launch + r"\S*workflow_scripts/build_sherlock_sft\.py", gen), gen
     assert "--backend vllm" in gen and "--gpu-memory-utilization 0.9" in gen
     assert "--image-min-pixels 3136 --image-max-pixels 3136" in gen  # sft.common's view
     train = plan.stdout.split("rule r0:")[1].split("\n\n")[0]
     assert re.search(
-        r"python -m sherlock.gpu_slots --count 0 -- python \S*train_llamafactory", train
+        r"python -m sherlock.runtime.gpu_slots --count 0 -- python \S*train_llamafactory", train
     )
 
     # without the vLLM environment the plan stops, saying how to get it
@@ -136,8 +136,8 @@ def test_generating_jobs_run_in_the_generation_stack(tmp_path):
 
 @pytest.mark.workflow
 def test_the_llm_judge_runs_on_the_generation_backend_in_its_stack(tmp_path):
-    """METHOD.md §7.2: the llm judge runs through the same generation backend, so with vLLM it is
-    a vLLM engine in the vLLM stack; the exact judge stays in the training stack."""
+    """docs/method.md §7.2: the llm judge runs through the same generation backend, so with vLLM
+    it is a vLLM engine in the vLLM stack; the exact judge stays in the training stack."""
     vllm_python = tmp_path / "vllm env" / "bin" / "python"
     vllm_python.parent.mkdir(parents=True)
     vllm_python.symlink_to(sys.executable)
@@ -158,7 +158,7 @@ def test_the_llm_judge_runs_on_the_generation_backend_in_its_stack(tmp_path):
             "online": {"judge": llm},
         }
     )
-    launch = re.escape(f"{quoted} -m sherlock.gpu_slots --count 0 -- {quoted} ")
+    launch = re.escape(f"{quoted} -m sherlock.runtime.gpu_slots --count 0 -- {quoted} ")
     assert re.search(launch + r"\S*workflow_scripts/select_chosen\.py", on_vllm), on_vllm
     assert "--judge llm --judge-model Qwen/Qwen2.5-7B-Instruct" in on_vllm
     assert "--backend vllm --gpu-memory-utilization 0.9 --max-model-len 4096" in on_vllm
@@ -173,5 +173,6 @@ def test_the_llm_judge_runs_on_the_generation_backend_in_its_stack(tmp_path):
     exact = chosen_command(
         {"generation": {"backend": "vllm"}, "python": {"generate": str(vllm_python)}}
     )
-    assert re.search(r"python -m sherlock.gpu_slots --count 0 -- python \S*select_chosen", exact)
+    launch = r"python -m sherlock.runtime.gpu_slots --count 0 -- python \S*select_chosen"
+    assert re.search(launch, exact)
     assert "--judge exact" in exact and "--backend" not in exact

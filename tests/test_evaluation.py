@@ -11,19 +11,19 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sherlock.benchmark import BenchmarkItem
-from sherlock.data_stats import stage_table
-from sherlock.evaluation import accuracy_frame, accuracy_rows, evaluate, paper_table
-from sherlock.figures import (
+from sherlock.data.prompts import load_prompt, refine_prompt
+from sherlock.evaluation.benchmark_files import BenchmarkItem
+from sherlock.evaluation.evaluate import accuracy_frame, accuracy_rows, evaluate, paper_table
+from sherlock.generation import GenerationBackend, SamplingParams
+from sherlock.generation.self_correct import Question, self_correct
+from sherlock.report.data_flow import stage_table
+from sherlock.report.figures import (
     acceptance_rates,
     accuracy_by_turn,
     perturbation_histograms,
     training_curves,
 )
-from sherlock.generation import GenerationBackend, SamplingParams
-from sherlock.prompts import load_prompt, refine_prompt
-from sherlock.self_correct import Question, self_correct
-from sherlock.stage_log import SUMMARY_TAG, collect_summaries, stage_summary
+from sherlock.runtime.step_summary import SUMMARY_TAG, collect_summaries, stage_summary
 
 REFINE = load_prompt("refine")
 GREEDY = SamplingParams(0.0, 1.0, 16, 11)
@@ -227,7 +227,7 @@ def test_the_inference_command_prints_every_round(tiny_model_dir: Path, syntheti
         [
             sys.executable,
             "-m",
-            "sherlock.correct_cli",
+            "sherlock.generation.correct_cli",
             "--model",
             str(tiny_model_dir),
             "--image",

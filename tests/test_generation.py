@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sherlock.chat import user_text_from_sharegpt
+from sherlock.data.chat import user_text_from_sharegpt
 from sherlock.generation import (
     GenerationRequest,
     SamplingParams,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sherlock.gpu_slots import claim, try_claim, visible_devices
+from sherlock.runtime.gpu_slots import claim, try_claim, visible_devices
 
 DEVICES = ["0", "1", "2", "3"]
 REPORT = (
@@ -46,7 +46,7 @@ def test_devices_come_from_the_simulated_list_then_cuda_visible_devices() -> Non
 def _job(tmp_path: Path, count: int, **extra_env: str) -> subprocess.Popen:
     env = {**os.environ, "SHERLOCK_GPU_IDS": ",".join(DEVICES), **extra_env}
     return subprocess.Popen(
-        [sys.executable, "-m", "sherlock.gpu_slots", "--count", str(count)]
+        [sys.executable, "-m", "sherlock.runtime.gpu_slots", "--count", str(count)]
         + ["--lock-dir", str(tmp_path), "--", sys.executable, "-c", REPORT],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

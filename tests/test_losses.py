@@ -1,14 +1,19 @@
-"""The Sherlock objective (METHOD.md §6) against hand-computed numbers."""
+"""The Sherlock objective (docs/method.md §6) against hand-computed numbers."""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sherlock.losses import SEQUENCE_NAMES, sherlock_loss
+from sherlock.preference.losses import SEQUENCE_NAMES
+from sherlock.preference.losses import sherlock_loss as _sherlock_loss
+
+# The coefficients are required arguments; these tests use the method's 0.2 / 0.8.
+sherlock_loss = partial(_sherlock_loss, dpo_coef=0.2, sc_coef=0.8)
 
 # Two records of hand-chosen summed log-probs; the Δ values are worked out in the comments.
 POLICY = {
@@ -117,6 +122,19 @@ def test_loss_and_metrics_match_hand_computation() -> None:
         "rewards_sc_chosen/accuracies": 0.5,
         "logps/chosen": -15.0,
         "logps/rejected": -15.0,
+        # Each refinement pair's rewards β_sc·(ℓθ − ℓref), record means (β_sc = 0.025, 0.5):
+        # l_A1 ratios (0.5, 0) → (0.0125, 0); l_B1 (-0.5, -0.5) → (-0.0125, -0.25)
+        "rewards_sc_rejected/pair1_chosen": 0.00625,
+        "rewards_sc_rejected/pair1_rejected": -0.13125,
+        # l_A2 (0, 0.5) → (0, 0.25); l_B2 (-1, 0.5) → (-0.025, 0.25)
+        "rewards_sc_rejected/pair2_chosen": 0.125,
+        "rewards_sc_rejected/pair2_rejected": 0.1125,
+        # w_A1 (0, 0); w_B1 (-1, 0) → (-0.025, 0)
+        "rewards_sc_chosen/pair1_chosen": 0.0,
+        "rewards_sc_chosen/pair1_rejected": -0.0125,
+        # w_A2 (0, 0); w_B2 (-0.5, 1) → (-0.0125, 0.5)
+        "rewards_sc_chosen/pair2_chosen": 0.0,
+        "rewards_sc_chosen/pair2_rejected": 0.24375,
     }
     assert set(metrics) == set(expected_metrics)  # no loss/sft unless it is used
     for key, value in expected_metrics.items():

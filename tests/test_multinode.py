@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sherlock.multinode import across_nodes, expand_nodelist, node_environment
-from sherlock.pref_training import distributed_relaunch
+from sherlock.preference.run import distributed_relaunch
+from sherlock.runtime.multinode import across_nodes, expand_nodelist, node_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -86,7 +86,7 @@ def test_a_multi_node_launch_is_one_srun_task_per_node():
         "--ntasks-per-node=1",
         "--kill-on-bad-exit=1",
     ]
-    assert launch[5:] == [sys.executable, "-m", "sherlock.multinode", "--", *command]
+    assert launch[5:] == [sys.executable, "-m", "sherlock.runtime.multinode", "--", *command]
     with pytest.raises(RuntimeError, match="inside a SLURM job"):
         across_nodes(2, command, {})
 
@@ -117,14 +117,15 @@ def test_the_module_execs_the_command_with_the_rendezvous(tmp_path, monkeypatch)
     )
     env = {"PATH": "/usr/bin:/bin", **NODE_1_OF_2, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "sherlock.multinode", "--", sys.executable, "-c", code, str(dump)],
+        [sys.executable, "-m", "sherlock.runtime.multinode", "--", sys.executable, "-c", code,
+         str(dump)],
         env=env,
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(dump.read_text())["NODE_RANK"] == "1"
-    assert "sherlock.multinode: MASTER_ADDR=gpu07" in result.stderr
+    assert "sherlock.runtime.multinode: MASTER_ADDR=gpu07" in result.stderr
 
 
 class _Resources(dict):

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from sherlock.data.prompts import load_prompt, refine_prompt
+from sherlock.data.records import Record
 from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
-from sherlock.judge import (
+from sherlock.online.judge import (
     JudgeItem,
     exact_equivalent,
     judge_prompt,
     llm_equivalent,
     says_yes,
 )
-from sherlock.online import generate_candidates, select_chosen
-from sherlock.prompts import load_prompt, refine_prompt
-from sherlock.records import Record
+from sherlock.online.self_consistency import generate_candidates, select_chosen
 
 JUDGE_PROMPT = load_prompt("consistency_judge")
 REFINE = load_prompt("refine")
@@ -129,7 +129,7 @@ def test_candidates_refine_each_previous_turn_in_one_batch_per_turn() -> None:
 
 
 def candidate(name: str, turns: list[str]) -> dict:
-    from sherlock.response import extract_answer
+    from sherlock.data.response import extract_answer
 
     return {
         "id": name,
@@ -212,7 +212,7 @@ def test_the_llm_judge_script_asks_the_text_model_of_its_backend(
     import yaml
 
     from sherlock.generation.hf import TransformersTextBackend
-    from sherlock.online import judge_item
+    from sherlock.online.self_consistency import judge_item
 
     ok = [response("red"), response("blue"), response("blue"), response("blue")]
     rows = [candidate("a", ok), candidate("b", [ok[0], ok[1], response("red"), ok[3]])]

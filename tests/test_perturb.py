@@ -1,4 +1,4 @@
-"""Perturbed continuations (METHOD.md §4): config, draws, truncation, image noise, weights."""
+"""Perturbed continuations (docs/method.md §4): config, draws, truncation, image noise, weights."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from defaults import DEFAULT_CONFIG, coefficients_of, perturbation, perturbation_section
 from PIL import Image
 
-from sherlock.perturb import (
+from sherlock.perturbation.recipes import (
     Perturbation,
     PerturbationConfig,
     draw,
-    dynamic_weights,
     perturb_image,
     record_rng,
     truncate,
@@ -27,23 +27,29 @@ REASONING = "<REASONING>There are three apples on the table and none elsewhere.<
 CONCLUSION = "<CONCLUSION>3</CONCLUSION>"
 RESPONSE = f"{SUMMARY}\n{CAPTION}\n{REASONING}\n{CONCLUSION}"
 
-REFERENCE = PerturbationConfig.from_dict({"recipe": "reference"})
-PAPER = PerturbationConfig.from_dict({"recipe": "paper"})
+REFERENCE = perturbation({"recipe": "reference"})
+PAPER = perturbation({"recipe": "paper"})
+
+
+def dynamic_weights(config: PerturbationConfig, p: Perturbation, beta=None, beta_refine=None):
+    """(w, β_dpo, β_sc) of a draw, with the default β = 0.1 and β_r = 0.025."""
+    return coefficients_of(config, beta, beta_refine).for_draw(p.truncation, p.noise_level)
 
 
 # ---------------------------------------------------------------- config
 
 
 def test_defaults_match_method() -> None:
-    config = PerturbationConfig.from_dict({})
+    config = perturbation()
     assert config.recipe == "reference"
     assert config.reference.truncation_points == (0, 1, 2)
     assert (config.reference.noise_low, config.reference.noise_high) == (0.15, 0.25)
     assert config.reference.random_pixels_at_deepest is True
-    assert (config.reference.beta, config.reference.beta_refine) == (0.1, 0.025)
+    preference = DEFAULT_CONFIG["preference"]["common"]
+    assert (preference["pref_beta"], preference["pref_beta_refine"]) == (0.1, 0.025)
     assert config.paper.truncation_points == (1, 2, 3, 4)
     assert (config.paper.noise_low, config.paper.noise_high) == (0.0, 1.0)
-    assert (config.paper.beta, config.paper.beta_sc_scale) == (0.1, 0.25)
+    assert config.paper.beta_sc_scale == 0.25
     weight = config.weight
     assert (
         weight.offset,
@@ -64,14 +70,11 @@ def test_from_dict_full_shape() -> None:
                 "noise_low": 0.1,
                 "noise_high": 0.3,
                 "random_pixels_at_deepest": False,
-                "beta": 0.2,
-                "beta_refine": 0.05,
             },
             "paper": {
                 "truncation_points": [2, 4],
                 "noise_low": 0.2,
                 "noise_high": 0.8,
-                "beta": 0.3,
                 "beta_sc_scale": 0.5,
             },
             "weight": {
@@ -89,7 +92,7 @@ def test_from_dict_full_shape() -> None:
     assert config.paper.beta_sc_scale == 0.5
     assert config.weight.offset == 1.0
     # The constants really drive the formula: w = 1/(1 + (2/2)^1) = 0.5.
-    weight, beta_dpo, beta_sc = dynamic_weights(config, Perturbation(2, 0.3, False))
+    weight, beta_dpo, beta_sc = dynamic_weights(config, Perturbation(2, 0.3, False), beta=0.3)
     assert (weight, beta_dpo, beta_sc) == pytest.approx((0.5, 0.3, 0.25))
 
 
@@ -114,11 +117,20 @@ def test_project_config_section_parses() -> None:
         ({"paper": {"truncation_points": [0, 1]}}, "truncation_points"),
         ({"paper": {"truncation_points": []}}, "truncation_points"),
         ({"reference": {"noise_low": 0.3, "noise_high": 0.2}}, "noise_low"),
+        ({"paper": {"beta_sc_scale": None}}, "missing beta_sc_scale"),
+        ({"weight": {"offset": None}}, "missing offset"),
     ],
 )
 def test_bad_config_raises_naming_the_key(bad: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
-        PerturbationConfig.from_dict(bad)
+        PerturbationConfig.from_dict(perturbation_section(bad))
+
+
+def test_a_section_without_a_key_is_refused() -> None:
+    section = perturbation_section()
+    del section["weight"]
+    with pytest.raises(ValueError, match="perturbation: missing weight"):
+        PerturbationConfig.from_dict(section)
 
 
 # ---------------------------------------------------------------- draws
@@ -163,7 +175,7 @@ def test_reference_draws_cover_points_and_deepest_is_random_pixels() -> None:
 
 
 def test_reference_without_random_pixels_keeps_noise() -> None:
-    config = PerturbationConfig.from_dict({"reference": {"random_pixels_at_deepest": False}})
+    config = perturbation({"reference": {"random_pixels_at_deepest": False}})
     draws = [draw(config, record_rng(11, f"r{k}", "offline")) for k in range(100)]
     assert not any(d.random_pixels for d in draws)
     assert all(0.15 <= d.noise_level <= 0.25 for d in draws)

@@ -12,10 +12,12 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from sherlock.chat import render_prompt
-from sherlock.losses import SEQUENCE_NAMES
-from sherlock.perturb import Perturbation, PerturbationConfig, dynamic_weights, truncate
-from sherlock.pref_encoding import (
+from sherlock.data.chat import render_prompt
+from sherlock.data.prompts import load_prompt, refine_prompt
+from sherlock.data.records import strip_image_token
+from sherlock.perturbation.recipes import truncate
+from sherlock.preference.arguments import SherlockConfig
+from sherlock.preference.encoding import (
     IGNORE_INDEX,
     collate_sequences,
     encode_example,
@@ -23,29 +25,28 @@ from sherlock.pref_encoding import (
     sequence_log_probs,
     sequence_specs,
 )
-from sherlock.preference import (
+from sherlock.preference.losses import SEQUENCE_NAMES
+from sherlock.preference.records import (
     PreferenceDataError,
     PreferenceExample,
     load_preferences,
     parse_preference_row,
     preference_row,
 )
-from sherlock.prompts import load_prompt, refine_prompt
-from sherlock.records import strip_image_token
-from sherlock.trainer import (
+from sherlock.preference.trainer import (
     PreferenceCollator,
     PreferenceDataset,
     SherlockTrainer,
-    SherlockTrainingArguments,
     batch_log_probs,
     by_name,
     record_betas,
 )
 
 REFINE = load_prompt("refine")
-CONFIG = PerturbationConfig.from_dict(
-    {"recipe": "reference", "reference": {"beta": 0.1, "beta_refine": 0.025}}
-)
+from defaults import coefficients_of, objective_keys, perturbation  # noqa: E402
+
+# β = 0.1, β_r = 0.025 (the embedded default's), reference recipe.
+CONFIG = coefficients_of(perturbation({"recipe": "reference"}), 0.1, 0.025)
 
 
 def wrong_answer(answer: str) -> str:
@@ -107,7 +108,7 @@ def test_ten_sequences_are_the_method_ones(examples: list[PreferenceExample]) ->
     assert (specs["direct_w"].user_text, specs["direct_w"].target) == (ex.question, ex.chosen)
     assert (specs["direct_l"].user_text, specs["direct_l"].target) == (ex.question, ex.rejected)
     assert specs["direct_w"].assistant_prefix == specs["direct_l"].assistant_prefix == ""
-    # METHOD.md §6: A1 = (C ⊕ p_w, s_w), B1 = (C ⊕ p_l, s_l),
+    # docs/method.md §6: A1 = (C ⊕ p_w, s_w), B1 = (C ⊕ p_l, s_l),
     #               A2 = (C ⊕ p_l, s_w), B2 = (C ⊕ p_w, s_l)
     for tag, context in (("l", c_l), ("w", c_w)):
         expected = {
@@ -239,8 +240,8 @@ def test_seed_format_loads(tmp_path: Path, synthetic_dir: Path, records: list[di
     assert Path(ex.image) == synthetic_dir / records[0]["image"] and Path(ex.image).exists()
     assert ex.suffix_l == "<CAPTION>x</CAPTION>"
     assert record_betas(ex, CONFIG) == pytest.approx((0.05, 0.0125))
-    paper = PerturbationConfig.from_dict({"recipe": "paper"})
-    with pytest.raises(PreferenceDataError, match="paper recipe needs truncation"):
+    paper = coefficients_of(perturbation({"recipe": "paper"}))
+    with pytest.raises(PreferenceDataError, match="paper recipe needs each record's truncation"):
         record_betas(ex, paper)
 
 
@@ -250,9 +251,9 @@ def test_our_records_round_trip_and_take_beta_from_i_and_eps(
     ex = examples[2]
     parsed = parse_preference_row(preference_row(ex, model="m"), 0, "file.json")
     assert parsed == ex
-    _, beta_dpo, beta_sc = dynamic_weights(CONFIG, Perturbation(2, 0.2, False))
+    _, beta_dpo, beta_sc = CONFIG.for_draw(2, 0.2)
     assert record_betas(ex, CONFIG) == pytest.approx((beta_dpo, beta_sc))
-    w = 1 / (0.5 + (2 / 4) ** (0.5 + 0.5 * 0.2))  # METHOD.md §4 with the default constants
+    w = 1 / (0.5 + (2 / 4) ** (0.5 + 0.5 * 0.2))  # docs/method.md §4 with the default constants
     assert record_betas(ex, CONFIG) == pytest.approx((0.1 * w, 0.025 * w))
 
 
@@ -282,8 +283,14 @@ def test_bad_records_name_file_record_and_field(
 
 
 def _trainer(tiny_model_dir: Path, tmp_path: Path, examples, processor, **overrides):
-    args = SherlockTrainingArguments(
+    args = SherlockConfig(
         output_dir=str(tmp_path / "out"),
+        beta=0.1,
+        beta_refine=0.025,
+        dpo_coef=0.2,
+        sc_coef=0.8,
+        precompute_ref_log_probs=overrides.pop("precompute_ref_log_probs", True),
+        bf16=False,
         per_device_train_batch_size=4,
         per_device_eval_batch_size=4,
         learning_rate=overrides.pop("learning_rate", 3e-3),
@@ -300,7 +307,7 @@ def _trainer(tiny_model_dir: Path, tmp_path: Path, examples, processor, **overri
     reference = None
     if not args.precompute_ref_log_probs:
         reference = copy.deepcopy(model)
-    dataset = PreferenceDataset(examples, processor, REFINE, CONFIG, args.cutoff_len)
+    dataset = PreferenceDataset(examples, processor, REFINE, CONFIG, args.max_length)
     return SherlockTrainer(
         model=model,
         args=args,
@@ -387,7 +394,7 @@ def test_tiny_training_lowers_the_loss_and_separates_the_pair(
 
 
 def test_several_gpus_relaunch_under_torchrun_once() -> None:
-    from sherlock.pref_training import distributed_relaunch
+    from sherlock.preference.run import distributed_relaunch
 
     argv = ["train_sherlock.py", "run.yaml", "--model-dir", "out"]
     command = distributed_relaunch(argv, {}, gpu_count=8)
@@ -413,6 +420,7 @@ def test_training_runs_under_torchrun_with_two_processes(
     run.write_text(
         yaml.safe_dump(
             {
+                **objective_keys(),
                 "model_name_or_path": str(tiny_model_dir),
                 "dataset": str(prefs),
                 "output_dir": str(tmp_path / "model.partial"),
@@ -446,7 +454,7 @@ def test_training_runs_under_torchrun_with_two_processes(
 def test_sft_term_is_the_mean_token_nll_of_every_chosen_target(
     tiny_model_dir: Path, tmp_path: Path, processor, examples: list[PreferenceExample]
 ) -> None:
-    trainer = _trainer(tiny_model_dir, tmp_path, examples[:2], processor, pref_ftx=0.5)
+    trainer = _trainer(tiny_model_dir, tmp_path, examples[:2], processor, rpo_alpha=0.5)
     trainer.precompute_reference()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     with torch.no_grad():
@@ -470,7 +478,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
     import yaml
     from safetensors.torch import load_file
 
-    from sherlock.pref_training import prepare_run, train_from_file
+    from sherlock.preference.run import prepare_run, train_from_file
 
     prefs = tmp_path / "prefs.json"
     prefs.write_text(json.dumps([preference_row(ex) for ex in examples]))
@@ -478,6 +486,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
     def run_file(name: str) -> Path:
         path = tmp_path / f"{name}.yaml"
         settings = {
+            **objective_keys(),
             "model_name_or_path": str(tiny_model_dir),
             "dataset": str(prefs),
             "output_dir": str(tmp_path / f"{name}.partial"),

@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from sherlock.records import SourceDataError, check_invalid_fraction, load_records
+from sherlock.data.records import SourceDataError, check_invalid_fraction, load_records
 
 ANSWER = (
     "<SUMMARY>Find the colour.</SUMMARY><CAPTION>A red circle.</CAPTION>"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sherlock import atomic
 from sherlock.generation import GenerationRequest, SamplingParams, load_backend
 from sherlock.generation.base import GenerationBackend
 from sherlock.generation.resumable import ResumableBackend
-from sherlock.training_scratch import (
+from sherlock.runtime import atomic
+from sherlock.runtime.resumable_training import (
     FINGERPRINT_FILE,
     finalise,
     last_complete_checkpoint,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sherlock.benchmark import BenchmarkItem
-from sherlock.scoring import (
+from sherlock.evaluation.benchmark_files import BenchmarkItem
+from sherlock.evaluation.scoring import (
     CORRECT,
     NO_CONCLUSION,
     NO_OPTION,

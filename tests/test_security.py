@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from defaults import objective_keys
 
 from sherlock.generation import load_backend
-from sherlock.llamafactory import train_config
-from sherlock.model_files import UnsafeModelError, require_safetensors
+from sherlock.runtime.safe_loading import UnsafeModelError, require_safetensors
+from sherlock.sft.llamafactory import train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -54,12 +55,13 @@ def test_pickled_weights_are_refused_and_never_unpickled(pickled_model, tmp_path
         require_safetensors(folder)
     with pytest.raises(UnsafeModelError):
         load_backend("transformers", str(folder), batch_size=1, device="cpu")
-    from sherlock.pref_training import train_from_file
+    from sherlock.preference.run import train_from_file
 
     run = tmp_path / "run.yaml"
     run.write_text(
         yaml.safe_dump(
             {
+                **objective_keys(),
                 "model_name_or_path": str(folder),
                 "dataset": "unused.json",
                 "output_dir": str(tmp_path / "out.partial"),
@@ -69,7 +71,7 @@ def test_pickled_weights_are_refused_and_never_unpickled(pickled_model, tmp_path
     )
     with pytest.raises(UnsafeModelError):
         train_from_file(run, tmp_path / "out")
-    from sherlock.llamafactory import run_training
+    from sherlock.sft.llamafactory import run_training
 
     lf = tmp_path / "lf.yaml"
     lf.write_text(yaml.safe_dump({"model_name_or_path": str(folder), "output_dir": "x.partial"}))

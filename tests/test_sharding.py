@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sherlock.records import strip_image_token
-from sherlock.sharegpt import prompt_row, sft_row
+from sherlock.data.records import strip_image_token
+from sherlock.data.sharegpt import prompt_row, sft_row
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow_scripts"

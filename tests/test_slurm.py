@@ -132,7 +132,7 @@ def test_the_qwen_preset_plans_its_gpu_requests_through_the_slurm_executor(clust
 
 
 def test_each_node_of_a_slurm_step_gets_its_rendezvous(cluster, tmp_path):
-    """`python -m sherlock.multinode` under a real srun (one node here: rank 0 of 1, the
+    """`python -m sherlock.runtime.multinode` under a real srun (one node here: rank 0 of 1, the
     rendezvous at this node's own name), as a multi-node training starts it on every node."""
     dump = tmp_path / "rendezvous.txt"
     code = (
@@ -142,7 +142,8 @@ def test_each_node_of_a_slurm_step_gets_its_rendezvous(cluster, tmp_path):
     script = tmp_path / "job.sh"
     script.write_text(
         "#!/bin/bash\n"
-        f"srun --nodes=1 --ntasks=1 --ntasks-per-node=1 {sys.executable} -m sherlock.multinode"
+        f"srun --nodes=1 --ntasks=1 --ntasks-per-node=1 {sys.executable}"
+        " -m sherlock.runtime.multinode"
         f' -- {sys.executable} -c "{code}" {dump}\n'
     )
     submitted = subprocess.run(

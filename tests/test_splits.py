@@ -1,7 +1,7 @@
 import pytest
 
-from sherlock.records import Record, SourceDataError
-from sherlock.splits import make_splits
+from sherlock.data.records import Record, SourceDataError
+from sherlock.data.splits import make_splits
 
 
 def _records(n):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sherlock.response import extract_answer, parse_stages
-from sherlock.synthetic import BACKGROUND, COLOURS, KINDS, build_synthetic_dataset
+from sherlock.data.response import extract_answer, parse_stages
+from sherlock.embedded.synthetic import BACKGROUND, COLOURS, KINDS, build_synthetic_dataset
 
 
 def _read(path: Path) -> list[dict]:

@@ -1,9 +1,9 @@
 """Generation prompts must be token-for-token what LLaMA-Factory 0.9.5 trains on.
 
 LLaMA-Factory renders the ``qwen2_vl`` template with its own code (string slots, each message
-tokenized on its own, the image expanded by its mm plugin); ``sherlock.chat.render_prompt`` uses
-the model's Jinja chat template and the Qwen2-VL processor. Both paths run here on the tiny model
-and must give identical ids, for the prompt and for the response LLaMA-Factory trains on.
+tokenized on its own, the image expanded by its mm plugin); ``sherlock.data.chat.render_prompt``
+uses the model's Jinja chat template and the Qwen2-VL processor. Both paths run here on the tiny
+model and must give identical ids, for the prompt and for the response LLaMA-Factory trains on.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from llamafactory.hparams import DataArguments, ModelArguments
 from llamafactory.model import load_tokenizer
 from PIL import Image
 
-from sherlock.chat import render_prompt, user_text_from_sharegpt
-from sherlock.response import stage_start
-from sherlock.tiny_model import refine_prompt_text
+from sherlock.data.chat import render_prompt, user_text_from_sharegpt
+from sherlock.data.response import stage_start
+from sherlock.embedded.tiny_model import refine_prompt_text
 
 
 @pytest.fixture(scope="module")

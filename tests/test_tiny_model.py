@@ -15,9 +15,9 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 
-from sherlock.chat import render_prompt
-from sherlock.response import STAGES
-from sherlock.tiny_model import SPECIAL_TOKENS, build_tiny_vlm, corpus_from_jsonl
+from sherlock.data.chat import render_prompt
+from sherlock.data.response import STAGES
+from sherlock.embedded.tiny_model import SPECIAL_TOKENS, build_tiny_vlm, corpus_from_jsonl
 
 
 def test_parameter_count_and_summary(tiny_model: tuple[Path, dict]) -> None:

@@ -89,7 +89,7 @@ def test_generating_jobs_run_with_the_interpreter_of_their_stack(vllm_python, tm
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
-    assert f"{vllm_python} -m sherlock.gpu_slots" in output
+    assert f"{vllm_python} -m sherlock.runtime.gpu_slots" in output
     rows = json.loads((tmp_path / "results" / "data" / "sherlock_sft.json").read_text())
     assert len(rows) == 2 * 16
     log = (tmp_path / "results" / "logs" / "sherlock_sft_data.log").read_text()

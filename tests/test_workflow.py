@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sherlock.response import parse_stages
+from sherlock.data.response import parse_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -140,8 +140,8 @@ def test_dry_run_of_the_paper_preset(tmp_path):
     assert "gpu=0," in gather_block  # gathering the shards' chunks loads no model
     assert jobs["sherlock_sft_data_shard"] == 8 and jobs["candidates_shard"] == 16
     # every GPU job starts through the device allocator, with its own tag as the count
-    assert "python -m sherlock.gpu_slots --count 8 -- python" in plan
-    assert "python -m sherlock.gpu_slots --count 1 -- python" in plan
+    assert "python -m sherlock.runtime.gpu_slots --count 8 -- python" in plan
+    assert "python -m sherlock.runtime.gpu_slots --count 1 -- python" in plan
 
 
 def test_dry_run_of_the_qwen_preset(tmp_path):
@@ -165,10 +165,12 @@ def test_dry_run_of_the_qwen_preset(tmp_path):
     text = result.stdout
     r0_block = text.split("rule r0:")[1].split("\n\n")[0]
     assert "gpu=8" in r0_block and "cpus_per_task=64" in r0_block and "runtime=1440" in r0_block
-    assert "python -m sherlock.gpu_slots --count 8 -- python" in r0_block
+    assert "python -m sherlock.runtime.gpu_slots --count 8 -- python" in r0_block
     shard_block = text.split("rule candidates_shard:")[1].split("\n\n")[0]
     assert "gpu=1," in shard_block and "mem_mb=64000" in shard_block
-    launch = ".venv-vllm/bin/python -m sherlock.gpu_slots --count 1 -- .venv-vllm/bin/python"
+    launch = (
+        ".venv-vllm/bin/python -m sherlock.runtime.gpu_slots --count 1 -- .venv-vllm/bin/python"
+    )
     assert launch in shard_block
     assert "--backend vllm --batch-size 64 --chunk-size 1024" in shard_block
     assert "--image-min-pixels 1024 --image-max-pixels 589824" in shard_block
@@ -305,14 +307,16 @@ def test_second_run_does_nothing_and_a_parameter_change_reruns_exactly_its_depen
 
 
 def test_offline_prefs_satisfy_the_method_invariants(built):
-    from sherlock.perturb import PerturbationConfig, truncate
-    from sherlock.response import CONCLUSION_END
+    from sherlock.data.response import CONCLUSION_END
+    from sherlock.perturbation.recipes import truncate
 
     data = built / "results" / "data"
     d_a = {r["id"]: r for r in _read(data / "D_A.json")}
     rows = _read(data / "offline_prefs.json")
     assert sorted(r["id"] for r in rows) == sorted(d_a)  # one pair per D_A record, none lost
-    weight = PerturbationConfig.from_dict({"recipe": "reference"}).weight
+    from defaults import perturbation
+
+    weight = perturbation({"recipe": "reference"}).weight
     for row in rows:
         source = d_a[row["source_id"]]
         chosen, rejected = row["chosen"]["value"], row["rejected"]["value"]
@@ -372,8 +376,8 @@ def test_a_perturbation_or_online_change_reruns_exactly_its_dependents(built):
 
 
 def test_online_iterations_chain_models_and_keep_the_method_invariants(built):
-    from sherlock.perturb import truncate
-    from sherlock.response import normalise_answer
+    from sherlock.data.response import normalise_answer
+    from sherlock.perturbation.recipes import truncate
 
     online = built / "results" / "online"
     previous = "results/models/offline"
@@ -413,8 +417,8 @@ def test_online_iterations_chain_models_and_keep_the_method_invariants(built):
 def test_every_checkpoint_is_scored_direct_and_per_correction_turn(built):
     import pandas as pd
 
-    from sherlock.benchmark import read_benchmark
-    from sherlock.scoring import score_response
+    from sherlock.evaluation.benchmark_files import read_benchmark
+    from sherlock.evaluation.scoring import score_response
 
     results = built / "results"
     # the held-out benchmark is the synthetic test split, answers = the annotated conclusions

@@ -4,11 +4,11 @@ table (HTML) and the accuracy-by-turn figure."""
 import argparse
 import json
 
-from sherlock.atomic import atomic_output
-from sherlock.evaluation import accuracy_frame, accuracy_rows, paper_table
-from sherlock.figures import accuracy_by_turn
-from sherlock.html_table import write_table_page
-from sherlock.stage_log import stage_summary
+from sherlock.evaluation.evaluate import accuracy_frame, accuracy_rows, paper_table
+from sherlock.report.figures import accuracy_by_turn
+from sherlock.report.html_table import write_table_page
+from sherlock.runtime.atomic import atomic_output
+from sherlock.runtime.step_summary import stage_summary
 
 INTRO = (
     "Accuracy (%) of each checkpoint: 'direct' is the first answer; 'turn t' the answer after t "

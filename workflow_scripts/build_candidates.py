@@ -2,17 +2,17 @@
 
 import argparse
 
-from sherlock.generation.cli import (
+from sherlock.data.prompts import load_prompt
+from sherlock.data.sharegpt import read_json, sft_row_to_record, write_json
+from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
     finish_progress,
     sampling_from_args,
     shard_only,
 )
-from sherlock.online import generate_candidates
-from sherlock.prompts import load_prompt
-from sherlock.sharegpt import read_json, sft_row_to_record, write_json
-from sherlock.stage_log import stage_summary
+from sherlock.online.self_consistency import generate_candidates
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

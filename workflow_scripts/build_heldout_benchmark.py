@@ -4,10 +4,10 @@ import argparse
 import os
 import sys
 
-from sherlock.benchmark import write_benchmark
-from sherlock.records import load_records
-from sherlock.response import extract_answer
-from sherlock.stage_log import stage_summary
+from sherlock.data.records import load_records
+from sherlock.data.response import extract_answer
+from sherlock.evaluation.benchmark_files import write_benchmark
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

@@ -2,15 +2,15 @@
 
 import argparse
 
-from sherlock.generation.cli import (
+from sherlock.data.sharegpt import read_json, sft_row_to_record
+from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
     finish_progress,
     sampling_from_args,
 )
-from sherlock.perturbed_pairs import PairSource, add_pair_arguments, build_pair_file
-from sherlock.sharegpt import read_json, sft_row_to_record
-from sherlock.stage_log import stage_summary
+from sherlock.perturbation.pairs import PairSource, add_pair_arguments, build_pair_file
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

@@ -3,18 +3,18 @@
 import argparse
 import json
 
+from sherlock.data.prompts import load_prompt
+from sherlock.data.sharegpt import read_json, sft_row_to_record, write_json
 from sherlock.generation import GenerationRequest
-from sherlock.generation.cli import (
+from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
     finish_progress,
     sampling_from_args,
     shard_only,
 )
-from sherlock.prompts import load_prompt
-from sherlock.sft_data import answer_stats, sherlock_sft_rows
-from sherlock.sharegpt import read_json, sft_row_to_record, write_json
-from sherlock.stage_log import stage_summary
+from sherlock.runtime.step_summary import stage_summary
+from sherlock.sft.self_correction_data import answer_stats, sherlock_sft_rows
 
 
 def main() -> None:

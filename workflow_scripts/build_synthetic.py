@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from sherlock.stage_log import stage_summary
-from sherlock.synthetic import build_synthetic_dataset
+from sherlock.embedded.synthetic import build_synthetic_dataset
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

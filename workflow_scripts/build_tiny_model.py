@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from sherlock.atomic import atomic_directory
-from sherlock.stage_log import stage_summary
-from sherlock.tiny_model import build_tiny_vlm, corpus_from_jsonl
+from sherlock.embedded.tiny_model import build_tiny_vlm, corpus_from_jsonl
+from sherlock.runtime.atomic import atomic_directory
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

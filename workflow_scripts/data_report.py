@@ -7,12 +7,12 @@ import re
 
 import yaml
 
-from sherlock.atomic import atomic_output
-from sherlock.data_stats import stage_table
-from sherlock.figures import acceptance_rates, perturbation_histograms
-from sherlock.html_table import write_table_page
-from sherlock.sharegpt import read_json
-from sherlock.stage_log import stage_summary
+from sherlock.data.sharegpt import read_json
+from sherlock.report.data_flow import stage_table
+from sherlock.report.figures import acceptance_rates, perturbation_histograms
+from sherlock.report.html_table import write_table_page
+from sherlock.runtime.atomic import atomic_output
+from sherlock.runtime.step_summary import stage_summary
 
 
 def _iteration(path: str) -> int:

@@ -3,19 +3,19 @@
 import argparse
 import sys
 
-from sherlock import atomic
-from sherlock.benchmark import BenchmarkError, read_benchmark
-from sherlock.evaluation import evaluate
-from sherlock.generation.cli import (
+from sherlock.data.prompts import load_prompt
+from sherlock.data.sharegpt import write_json
+from sherlock.evaluation.benchmark_files import BenchmarkError, read_benchmark
+from sherlock.evaluation.evaluate import evaluate
+from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
     finish_progress,
     sampling_from_args,
     shard_only,
 )
-from sherlock.prompts import load_prompt
-from sherlock.sharegpt import write_json
-from sherlock.stage_log import stage_summary
+from sherlock.runtime import atomic
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

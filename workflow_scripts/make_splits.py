@@ -3,10 +3,10 @@
 import argparse
 import sys
 
-from sherlock.records import SourceDataError, read_jsonl, rows_to_records
-from sherlock.sharegpt import prompt_row, record_to_sft_row, write_json
-from sherlock.splits import make_splits
-from sherlock.stage_log import stage_summary
+from sherlock.data.records import SourceDataError, read_jsonl, rows_to_records
+from sherlock.data.sharegpt import prompt_row, record_to_sft_row, write_json
+from sherlock.data.splits import make_splits
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

@@ -3,8 +3,7 @@
 import argparse
 import sys
 
-from sherlock import atomic
-from sherlock.records import (
+from sherlock.data.records import (
     SourceDataError,
     check_invalid_fraction,
     load_records,
@@ -12,7 +11,8 @@ from sherlock.records import (
     rejects_to_rows,
     write_jsonl,
 )
-from sherlock.stage_log import stage_summary
+from sherlock.runtime import atomic
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

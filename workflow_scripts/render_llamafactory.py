@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from sherlock.llamafactory import dataset_info, train_config, write_run_files
+from sherlock.sft.llamafactory import dataset_info, train_config, write_run_files
 
 
 def main() -> None:

@@ -3,8 +3,8 @@
 import argparse
 import json
 
-from sherlock import atomic
-from sherlock.training_scratch import checkpoint_keys
+from sherlock.runtime import atomic
+from sherlock.runtime.resumable_training import checkpoint_keys
 
 
 def main() -> None:

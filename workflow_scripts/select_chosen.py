@@ -6,14 +6,14 @@ from functools import partial
 
 import yaml
 
-from sherlock import atomic
+from sherlock.data.prompts import load_prompt
+from sherlock.data.sharegpt import read_json, write_json
 from sherlock.generation import SamplingParams, load_text_backend
-from sherlock.generation.cli import add_vllm_arguments
-from sherlock.judge import exact_equivalent, llm_equivalent
-from sherlock.online import select_chosen
-from sherlock.prompts import load_prompt
-from sherlock.sharegpt import read_json, write_json
-from sherlock.stage_log import stage_summary
+from sherlock.generation.job import add_vllm_arguments
+from sherlock.online.judge import exact_equivalent, llm_equivalent
+from sherlock.online.self_consistency import select_chosen
+from sherlock.runtime import atomic
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ import argparse
 import json
 import os
 
-from sherlock.llamafactory import run_training
-from sherlock.stage_log import stage_summary
+from sherlock.runtime.step_summary import stage_summary
+from sherlock.sft.llamafactory import run_training
 
 
 def main() -> None:

@@ -3,17 +3,17 @@
 With more than one visible GPU the script starts itself again under ``torchrun``, one process per
 GPU (as ``llamafactory-cli train`` does for Stage I), unless it already runs under a launcher.
 The launching process decides once whether to resume, and tells every rank. With ``--nodes N``
-(inside a SLURM job) it then starts itself on every node (``sherlock.multinode``), where each
-copy runs ``torchrun`` across the nodes.
+(inside a SLURM job) it then starts itself on every node (``sherlock.runtime.multinode``),
+where each copy runs ``torchrun`` across the nodes.
 """
 
 import argparse
 import os
 import sys
 
-from sherlock.multinode import across_nodes
-from sherlock.pref_training import distributed_relaunch, prepare_run, train_from_file
-from sherlock.stage_log import stage_summary
+from sherlock.preference.run import distributed_relaunch, prepare_run, train_from_file
+from sherlock.runtime.multinode import across_nodes
+from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:

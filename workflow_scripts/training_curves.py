@@ -5,8 +5,8 @@ import json
 import os
 import sys
 
-from sherlock.figures import training_curves
-from sherlock.stage_log import stage_summary
+from sherlock.report.figures import training_curves
+from sherlock.runtime.step_summary import stage_summary
 
 # LLaMA-Factory (Stage I) writes the Trainer state; our preference trainer writes its own summary.
 LOG_FILES = ("sherlock_training.json", "trainer_state.json")

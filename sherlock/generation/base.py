@@ -2,18 +2,18 @@
 
 A backend answers each request (one image, one user turn, optionally a pre-filled start of the
 assistant turn) with the text the model writes AFTER that prefix, cut so that prefix +
-continuation ends right after its first ``</CONCLUSION>`` (METHOD.md §1). Backends are looked
-up by name (``load_backend``) so the workflow can switch between transformers and vLLM.
+continuation ends right after its first ``</CONCLUSION>``. The implementations are looked up
+by name in ``sherlock.generation.backends``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from sherlock.response import cut_after_conclusion
+from sherlock.data.response import cut_after_conclusion
 
 
 @dataclass(frozen=True)
@@ -69,77 +69,7 @@ class GenerationBackend(ABC):
         """
 
 
-def _transformers_backend(model_path: str, **options: Any) -> GenerationBackend:
-    # Imported lazily: torch/transformers are heavy and a vLLM environment may not want them.
-    from sherlock.generation.hf import TransformersBackend
-
-    return TransformersBackend(model_path, **options)
-
-
-def _require_vllm() -> None:
-    # Only importable in the vLLM environment (envs/vllm.yaml).
-    try:
-        import vllm  # noqa: F401
-    except ImportError as error:
-        raise ImportError(
-            f"the vllm generation backend needs the vLLM environment ({error}): run Snakemake "
-            "with --sdm conda, or set python.generate to the python of an environment made "
-            "with `pip install -e '.[vllm]'`"
-        ) from error
-
-
-def _vllm_backend(model_path: str, **options: Any) -> GenerationBackend:
-    _require_vllm()
-    from sherlock.generation.vllm_backend import VLLMBackend
-
-    return VLLMBackend(model_path, **options)
-
-
-BACKENDS: dict[str, Callable[..., GenerationBackend]] = {
-    "transformers": _transformers_backend,
-    "vllm": _vllm_backend,
-}
-
-
-def load_backend(name: str, model_path: str, **options: Any) -> GenerationBackend:
-    """The backend registered as ``name``, loaded for ``model_path`` with backend ``options``."""
-    return _factory(BACKENDS, name)(model_path, **options)
-
-
 class TextBackend(Protocol):
     """A text-only chat model (the llm judge): the reply to each user message, in order."""
 
     def generate_text(self, user_texts: Sequence[str], sampling: SamplingParams) -> list[str]: ...
-
-
-def _transformers_text_backend(model_path: str, **options: Any) -> TextBackend:
-    from sherlock.generation.hf import TransformersTextBackend
-
-    return TransformersTextBackend(model_path, **options)
-
-
-def _vllm_text_backend(model_path: str, **options: Any) -> TextBackend:
-    _require_vllm()
-    from sherlock.generation.vllm_backend import VLLMTextBackend
-
-    return VLLMTextBackend(model_path, **options)
-
-
-TEXT_BACKENDS: dict[str, Callable[..., TextBackend]] = {
-    "transformers": _transformers_text_backend,
-    "vllm": _vllm_text_backend,
-}
-
-
-def load_text_backend(name: str, model_path: str, **options: Any) -> TextBackend:
-    """The text backend of the generation backend ``name`` (the llm judge runs on the same
-    backend as generation, METHOD.md §7.2), loaded for ``model_path``."""
-    return _factory(TEXT_BACKENDS, name)(model_path, **options)
-
-
-def _factory(registry: dict[str, Callable[..., Any]], name: str) -> Callable[..., Any]:
-    try:
-        return registry[name]
-    except KeyError:
-        known = ", ".join(sorted(registry))
-        raise ValueError(f"unknown generation backend {name!r}; known backends: {known}") from None

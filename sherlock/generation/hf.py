@@ -1,7 +1,7 @@
 """Generation with transformers: the CPU / small-run backend.
 
 Requests are answered in batches of ``batch_size`` in the order given. Prompts are rendered by
-``sherlock.chat.render_prompt`` and LEFT padded, so every sequence ends where its generation
+``sherlock.data.chat.render_prompt`` and LEFT padded, so every sequence ends where its generation
 starts and a request's output does not depend on its batch-mates. Sampling is exactly what
 ``SamplingParams`` says (temperature, top_p; no top-k, no repetition penalty from the model's
 generation config) and batch ``b`` is seeded with ``seed + b``, so a run is reproducible.
@@ -17,16 +17,16 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from sherlock.chat import render_prompt
+from sherlock.data.chat import render_prompt
+from sherlock.data.images import fit_pixels, load_rgb
+from sherlock.data.response import CONCLUSION_END
 from sherlock.generation.base import (
     GenerationBackend,
     GenerationRequest,
     SamplingParams,
     cut_continuation,
 )
-from sherlock.images import fit_pixels, load_rgb
-from sherlock.model_files import model_load_kwargs
-from sherlock.response import CONCLUSION_END
+from sherlock.runtime.safe_loading import model_load_kwargs
 
 _DTYPES = {
     "float32": torch.float32,

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sherlock import atomic
-from sherlock.fingerprints import digest, file_digest
 from sherlock.generation.base import GenerationBackend, GenerationRequest, SamplingParams
+from sherlock.runtime import atomic
+from sherlock.runtime.fingerprints import digest, file_digest
 
 IDENTITY_FILE = "identity.json"
 

@@ -6,7 +6,7 @@ separate venv): vLLM pins torch and transformers versions that LLaMA-Factory rej
 
 Every request of a call goes to vLLM in ONE ``LLM.generate`` call (the engine batches them
 continuously), as a text prompt rendered by the model's own chat template
-(``sherlock.chat.render_prompt``, the same text the transformers backend and LLaMA-Factory use)
+(``sherlock.data.chat.render_prompt``, the same text the transformers backend and LLaMA-Factory use)
 with the image as multi-modal data. A pre-filled assistant prefix is part of the prompt, so the
 model continues it. Sampling is exactly what ``SamplingParams`` says: the model's
 ``generation_config.json`` defaults (Qwen's top-k, repetition penalty) are not applied.
@@ -22,16 +22,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sherlock.chat import render_prompt
+from sherlock.data.chat import render_prompt
+from sherlock.data.images import fit_pixels, load_rgb
+from sherlock.data.response import CONCLUSION_END
 from sherlock.generation.base import (
     GenerationBackend,
     GenerationRequest,
     SamplingParams,
     cut_continuation,
 )
-from sherlock.images import fit_pixels, load_rgb
-from sherlock.model_files import require_safetensors
-from sherlock.response import CONCLUSION_END
+from sherlock.runtime.safe_loading import require_safetensors
 
 _DTYPES = {"auto", "float32", "float16", "bfloat16"}
 

@@ -32,7 +32,9 @@ from vllm.outputs import CompletionOutput, RequestOutput  # noqa: E402
 from vllm.renderers.registry import cached_tokenizer_from_config  # noqa: E402
 from vllm.sampling_params import SamplingType  # noqa: E402
 
-from sherlock.chat import render_prompt  # noqa: E402
+from sherlock.data.chat import render_prompt  # noqa: E402
+from sherlock.data.images import fit_pixels, load_rgb  # noqa: E402
+from sherlock.data.prompts import load_prompt  # noqa: E402
 from sherlock.generation import (  # noqa: E402
     GenerationRequest,
     SamplingParams,
@@ -46,9 +48,7 @@ from sherlock.generation.vllm_backend import (  # noqa: E402
     engine_arguments,
     request_sampling,
 )
-from sherlock.images import fit_pixels, load_rgb  # noqa: E402
-from sherlock.judge import JudgeItem, judge_prompt, llm_equivalent  # noqa: E402
-from sherlock.prompts import load_prompt  # noqa: E402
+from sherlock.online.judge import JudgeItem, judge_prompt, llm_equivalent  # noqa: E402
 
 LLM_GENERATE = inspect.signature(vllm.LLM.generate)  # before any test replaces vllm.LLM
 
@@ -377,7 +377,7 @@ def test_the_judge_script_runs_its_judge_on_a_vllm_engine(
 
     import yaml
 
-    from sherlock.response import extract_answer
+    from sherlock.data.response import extract_answer
 
     def candidate(name: str, answers: list[str]) -> dict:
         head = "<SUMMARY>s</SUMMARY><CAPTION>c</CAPTION><REASONING>r</REASONING>"
@@ -447,7 +447,7 @@ def test_sherlock_correct_runs_on_a_vllm_engine(
     carrying the previous answer, one engine call per turn."""
     import json
 
-    from sherlock.correct_cli import main
+    from sherlock.generation.correct_cli import main
 
     answers = iter(["<CONCLUSION>red</CONCLUSION> more", "<CONCLUSION>blue</CONCLUSION>"])
     engine = RecordingEngine(lambda prompt, params: next(answers))

@@ -1,0 +1,127 @@
+"""Evaluating a checkpoint: direct answers and each self-correction turn, scored (method §9).
+
+``evaluate`` runs the rounds of ``sherlock.generation.self_correct`` on a benchmark and scores
+every turn; ``accuracy_rows`` turns a run's summary into tidy rows (one per turn), and
+``paper_table`` lays the rows of many runs out like the paper's table: one row per checkpoint,
+direct and self-corrected accuracy per benchmark and on average.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from sherlock.evaluation.benchmark_files import BenchmarkItem
+from sherlock.evaluation.scoring import CORRECT, STATUSES, score_response
+from sherlock.generation import GenerationBackend, SamplingParams
+from sherlock.generation.self_correct import Question, self_correct
+
+TABLE_COLUMNS = (
+    "checkpoint",
+    "benchmark",
+    "turn",
+    "items",
+    "correct",
+    "accuracy",
+    *(status for status in STATUSES if status != CORRECT),
+    "gained",
+    "lost",
+)
+
+
+def score_turns(item: BenchmarkItem, turns: Sequence[str]) -> dict[str, Any]:
+    """One evaluated item: its turns with the prediction and status of each."""
+    scores = [score_response(item, response) for response in turns]
+    return {
+        "id": item.id,
+        "image": item.image,
+        "question": item.question,
+        "choices": list(item.choices),
+        "answer": item.answer,
+        "turns": list(turns),
+        "predictions": [score.prediction for score in scores],
+        "statuses": [score.status for score in scores],
+    }
+
+
+def summarise(rows: Sequence[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """Accuracy and status counts per turn; ``gained``/``lost``: items a turn made right/wrong."""
+    per_turn = []
+    for turn in range(rounds + 1):
+        statuses = Counter(row["statuses"][turn] for row in rows)
+        entry: dict[str, Any] = {
+            "turn": turn,
+            "items": len(rows),
+            "correct": statuses[CORRECT],
+            "accuracy": round(statuses[CORRECT] / len(rows), 6) if rows else 0.0,
+            **{status: statuses[status] for status in STATUSES if status != CORRECT},
+            "gained": 0,
+            "lost": 0,
+        }
+        if turn > 0:
+            before = [row["statuses"][turn - 1] == CORRECT for row in rows]
+            after = [row["statuses"][turn] == CORRECT for row in rows]
+            entry["gained"] = sum(a and not b for a, b in zip(after, before, strict=True))
+            entry["lost"] = sum(b and not a for a, b in zip(after, before, strict=True))
+        per_turn.append(entry)
+    return {"items": len(rows), "rounds": rounds, "turns": per_turn}
+
+
+def evaluate(
+    backend: GenerationBackend,
+    items: Sequence[BenchmarkItem],
+    refine_template: str,
+    sampling: SamplingParams,
+    rounds: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every item answered directly and corrected ``rounds`` times, scored turn by turn."""
+    questions = [Question(item.id, item.image, item.prompt()) for item in items]
+    histories = self_correct(backend, questions, refine_template, sampling, rounds)
+    rows = [score_turns(item, turns) for item, turns in zip(items, histories, strict=True)]
+    return rows, summarise(rows, rounds)
+
+
+def accuracy_rows(summary: dict[str, Any], checkpoint: str, benchmark: str) -> list[dict]:
+    """Tidy rows (one per turn) of one checkpoint on one benchmark."""
+    return [
+        {"checkpoint": checkpoint, "benchmark": benchmark, **entry} for entry in summary["turns"]
+    ]
+
+
+def accuracy_frame(rows: Sequence[dict[str, Any]], checkpoints: Sequence[str]) -> pd.DataFrame:
+    """The tidy table, checkpoints in pipeline order, then benchmark, then turn."""
+    frame = pd.DataFrame(list(rows), columns=list(TABLE_COLUMNS))
+    order = {name: index for index, name in enumerate(checkpoints)}
+    unknown = set(frame["checkpoint"]) - set(order)
+    if unknown:
+        raise ValueError(f"checkpoints not in the pipeline order: {sorted(unknown)}")
+    frame["_order"] = frame["checkpoint"].map(order)
+    frame = frame.sort_values(["_order", "benchmark", "turn"]).drop(columns="_order")
+    return frame.reset_index(drop=True)
+
+
+def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy in percent, a row per checkpoint, laid out like the paper's table: per benchmark
+    the direct answer (turn 0) and the self-corrected one (last turn); then the average over
+    benchmarks at every turn and the change self-correction made to it."""
+    percent = frame.assign(accuracy=frame["accuracy"] * 100)
+    last = int(percent["turn"].max())
+    blocks = {}
+    for benchmark, rows in percent.groupby("benchmark", sort=False):
+        by_turn = rows.pivot_table(
+            index="checkpoint", columns="turn", values="accuracy", sort=False
+        )
+        blocks[benchmark] = pd.DataFrame(
+            {"direct": by_turn[0], "self-corrected": by_turn[last]}, index=by_turn.index
+        )
+    average = percent.groupby(["checkpoint", "turn"], sort=False)["accuracy"].mean().unstack()
+    average_block = average.rename(columns=lambda t: "direct" if t == 0 else f"turn {t}")
+    average_block["change"] = average[last] - average[0]
+    blocks["average"] = average_block
+    table = pd.concat(blocks, axis=1)
+    table.columns.names = ["checkpoint", None]  # shown in the header's corner
+    table.index.name = None
+    return table.round(1)

@@ -1,0 +1,60 @@
+"""The Sherlock trainer's arguments: TRL's ``DPOConfig`` plus the objective's own knobs.
+
+TRL users find β (``beta``), the reference pass (``precompute_ref_log_probs``,
+``precompute_ref_batch_size``), the length limit (``max_length``) and the weight of the chosen
+targets' NLL (``rpo_alpha``) where TRL keeps them. Our config (and every rendered run file)
+names them as LLaMA-Factory does; ``CONFIG_NAMES`` maps those names onto these fields, here
+and nowhere else. No value of ours has a default in Python: config/config.yaml writes each once
+(``None`` below means "must be given").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import DPOConfig
+
+# config / run-file key → argument (LLaMA-Factory's names → TRL's and ours).
+CONFIG_NAMES = {
+    "pref_beta": "beta",
+    "pref_beta_refine": "beta_refine",
+    "pref_ftx": "rpo_alpha",
+    "cutoff_len": "max_length",
+}
+_REQUIRED = ("beta_refine", "dpo_coef", "sc_coef")
+
+
+@dataclass
+class SherlockConfig(DPOConfig):
+    """``DPOConfig`` with the Sherlock objective's coefficients (METHOD: L = dpo_coef·L_dpo +
+    sc_coef·(L_ref,l + L_ref,w) + rpo_alpha·NLL)."""
+
+    beta_refine: float | None = field(
+        default=None, metadata={"help": "β_r of the self-correction terms (reference recipe)"}
+    )
+    dpo_coef: float | None = field(default=None, metadata={"help": "weight of L_dpo"})
+    sc_coef: float | None = field(default=None, metadata={"help": "weight of L_ref,l + L_ref,w"})
+    remove_unused_columns: bool = False
+
+    def __post_init__(self) -> None:
+        missing = [name for name in _REQUIRED if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"the training arguments lack {', '.join(missing)}")
+        super().__post_init__()
+
+    @property
+    def nll_coef(self) -> float:
+        """γ, the coefficient of the chosen targets' mean-token NLL (0 when unset)."""
+        return self.rpo_alpha or 0.0
+
+
+def argument_names(values: dict[str, Any]) -> dict[str, Any]:
+    """Run-file keys under the arguments' names (a key given both ways is refused)."""
+    renamed: dict[str, Any] = {}
+    for key, value in values.items():
+        name = CONFIG_NAMES.get(key, key)
+        if name in renamed:
+            raise ValueError(f"the run file sets {name} twice (as {key} and as {name})")
+        renamed[name] = value
+    return renamed

@@ -1,0 +1,189 @@
+"""Run one Sherlock preference training from a YAML file (what the Stage II/III rules render).
+
+    python workflow_scripts/train_sherlock.py run.yaml --model-dir results/models/offline
+    accelerate launch workflow_scripts/train_sherlock.py run.yaml --model-dir ...   # GPUs
+
+The YAML holds training arguments (``SherlockConfig``, i.e. TRL's ``DPOConfig`` and ours; the
+config's LLaMA-Factory-style names such as ``pref_beta`` are mapped by
+``sherlock.preference.arguments``) plus the keys below, which are ours.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from sherlock.data.prompts import load_prompt
+from sherlock.preference.arguments import SherlockConfig, argument_names
+from sherlock.preference.coefficients import Coefficients
+from sherlock.preference.records import load_preferences
+from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
+from sherlock.runtime import atomic
+from sherlock.runtime.resumable_training import (
+    REFERENCE_TABLE,
+    finalise,
+    prepare_scratch,
+    run_fingerprint,
+)
+from sherlock.runtime.safe_loading import model_load_kwargs
+
+# Keys of the run file that are not TrainingArguments.
+RUN_KEYS = (
+    "model_name_or_path",
+    "dataset",
+    "image_root",
+    "refine_prompt",
+    "perturbation",
+    "torch_dtype",
+    "trust_remote_code",
+)
+
+
+def distributed_relaunch(
+    argv: list[str], environ: Mapping[str, str], gpu_count: int | None = None
+) -> list[str] | None:
+    """The ``torchrun`` command that reruns ``argv`` once per visible GPU, or None.
+
+    None when at most one GPU is visible on a single node, or a launcher (torchrun, accelerate,
+    deepspeed) already started this process, which it announces with ``LOCAL_RANK``. On one of
+    several nodes (``NNODES`` > 1, set by ``sherlock.runtime.multinode``) torchrun joins the others.
+    """
+    if "LOCAL_RANK" in environ:
+        return None
+    if gpu_count is None:
+        gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    nodes = int(environ.get("NNODES", "1"))
+    if gpu_count <= 1 and nodes == 1:
+        return None
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    per_node = f"--nproc_per_node={max(gpu_count, 1)}"
+    if nodes == 1:
+        return [torchrun, "--standalone", per_node, *argv]
+    return [
+        torchrun,
+        f"--nnodes={nodes}",
+        f"--node_rank={environ['NODE_RANK']}",
+        f"--master_addr={environ['MASTER_ADDR']}",
+        f"--master_port={environ['MASTER_PORT']}",
+        per_node,
+        *argv,
+    ]
+
+
+def split_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], SherlockConfig]:
+    """The run file's own keys, and its training arguments."""
+    ours = {key: config.pop(key) for key in RUN_KEYS if key in config}
+    for key in ("model_name_or_path", "dataset", "output_dir"):
+        if key not in ours and key not in config:
+            raise ValueError(f"the run file lacks {key}")
+    if "perturbation" not in ours:
+        raise ValueError("the run file lacks perturbation (the config's perturbation section)")
+    recipe = config.pop("recipe", None)  # run files of earlier versions repeat the recipe here
+    if recipe is not None and recipe != ours["perturbation"].get("recipe"):
+        raise ValueError(
+            f"recipe {recipe!r} differs from perturbation.recipe "
+            f"{ours['perturbation'].get('recipe')!r}: drop the top-level recipe key"
+        )
+    try:
+        args = SherlockConfig(**argument_names(config))
+    except TypeError as error:
+        raise ValueError(
+            f"the run file has a key that is not a training argument: {error}"
+        ) from None
+    return ours, args
+
+
+def coefficients(ours: dict[str, Any], args: SherlockConfig) -> Coefficients:
+    """The loss coefficients: β and β_r from the training arguments, the recipe and its
+    constants from the run file's perturbation section."""
+    return Coefficients.from_perturbation(ours["perturbation"], args.beta, args.beta_refine)
+
+
+def prepare_run(run_file: str | Path, resume: bool) -> Path | None:
+    """Ready the run's scratch folder; the intermediate checkpoint to resume from, if any.
+
+    Called once, by the process that launches the ranks, before any of them starts.
+    """
+    config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
+    fingerprint = run_fingerprint(config, [config["dataset"]], config["model_name_or_path"])
+    return prepare_scratch(config["output_dir"], fingerprint, resume)
+
+
+def train_from_file(
+    run_file: str | Path, model_dir: str | Path, resume_from: str | Path | None = None
+) -> dict[str, Any]:
+    """Train (from ``resume_from``, an intermediate checkpoint, when given), save a complete
+    Hugging Face folder with its processor, then move it into place."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
+    ours, args = split_run_config(config)
+    dtype = getattr(torch, ours.get("torch_dtype") or "float32")
+    model_path = ours["model_name_or_path"]
+    remote_code = bool(ours.get("trust_remote_code"))
+    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=remote_code)
+    scratch, final = Path(args.output_dir), Path(model_dir)
+    reference_table = None
+    if resume_from is not None and args.precompute_ref_log_probs:
+        # The resumed policy is no longer the reference: reuse the table of the first attempt.
+        table = scratch / REFERENCE_TABLE
+        if table.is_file():
+            reference_table = load_file(str(table))["reference_logps"]
+        else:
+            print(f"no {table}: training restarts from step 0", file=sys.stderr)
+            resume_from = None
+    # Resuming, the policy's weights come from the checkpoint through from_pretrained: Trainer's
+    # own resume loads the state dict without the model's key mapping (transformers 5.6 saves
+    # Qwen2-VL under its original key names), which would silently restore nothing.
+    policy_path = str(resume_from) if resume_from is not None else model_path
+    model = AutoModelForImageTextToText.from_pretrained(
+        policy_path, dtype=dtype, **model_load_kwargs(policy_path, remote_code)
+    )
+    reference = None
+    if not args.precompute_ref_log_probs:
+        reference = AutoModelForImageTextToText.from_pretrained(
+            model_path, dtype=dtype, **model_load_kwargs(model_path, remote_code)
+        )
+    examples = load_preferences(ours["dataset"], ours.get("image_root") or ".")
+    dataset = PreferenceDataset(
+        examples,
+        processor,
+        load_prompt("refine", ours.get("refine_prompt")),
+        coefficients(ours, args),
+        args.max_length,
+    )
+    if reference_table is not None:
+        dataset.reference_logps = reference_table
+    tokenizer = processor.tokenizer
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    trainer = SherlockTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=PreferenceCollator(pad_id),
+        processing_class=processor,
+        reference_model=reference,
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.save_model(str(scratch))
+    summary = {
+        "records": len(examples),
+        "records_without_weight": sum(example.weight is None for example in examples),
+        "train_loss": result.training_loss,
+        "log_history": trainer.state.log_history,
+        "run_file": str(run_file),
+    }
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(scratch))
+        atomic.write_json(scratch / "sherlock_training.json", summary)
+        finalise(scratch, final)
+    return summary

@@ -1,0 +1,255 @@
+"""The Sherlock preference trainer: our own ``transformers.Trainer`` subclass, nothing patched.
+
+One optimisation step = ONE forward/backward pass over the ten sequences of every record in the
+batch (docs/method.md §6); the reference log-probabilities are computed once, before training, by
+the model the policy starts from (``precompute_ref_log_probs``, the default), or on the fly by a
+frozen copy of it when that is turned off. The mathematics lives in ``sherlock.preference.losses``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainerCallback
+
+from sherlock.preference.coefficients import Coefficients
+from sherlock.preference.encoding import collate_sequences, encode_example, sequence_log_probs
+from sherlock.preference.losses import SEQUENCE_NAMES, sherlock_loss
+from sherlock.preference.records import PreferenceDataError, PreferenceExample
+from sherlock.runtime.atomic import atomic_output
+from sherlock.runtime.resumable_training import REFERENCE_TABLE
+
+N_SEQ = len(SEQUENCE_NAMES)
+
+
+def record_betas(example: PreferenceExample, coefficients: Coefficients) -> tuple[float, float]:
+    """(β_dpo, β_sc) of one record: from its drawn i and ε when it has them; a record of another
+    tool with only ``weights`` (or none: w = 1) gets the reference recipe's w·β and w·β_r."""
+    if example.truncation is not None and example.noise_level is not None:
+        _, beta_dpo, beta_sc = coefficients.for_draw(example.truncation, example.noise_level)
+        return beta_dpo, beta_sc
+    try:
+        return coefficients.for_weight(1.0 if example.weight is None else example.weight)
+    except ValueError as error:
+        raise PreferenceDataError(f"record {example.id}: {error}") from None
+
+
+class PreferenceDataset(Dataset):
+    """Records encoded lazily into their ten sequences (images are processed per item)."""
+
+    def __init__(
+        self,
+        examples: list[PreferenceExample],
+        processor: Any,
+        refine_template: str,
+        coefficients: Coefficients,
+        cutoff_len: int | None,
+    ) -> None:
+        self.examples = examples
+        self.processor = processor
+        self.refine_template = refine_template
+        self.cutoff_len = cutoff_len
+        self.betas = torch.tensor(
+            [record_betas(e, coefficients) for e in examples], dtype=torch.float32
+        )
+        self.reference_logps: torch.Tensor | None = None  # (records, 10) once precomputed
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = {
+            "index": index,
+            "sequences": encode_example(
+                self.processor, self.examples[index], self.refine_template, self.cutoff_len
+            ),
+            "beta_dpo": self.betas[index, 0],
+            "beta_sc": self.betas[index, 1],
+        }
+        if self.reference_logps is not None:
+            item["reference_logps"] = self.reference_logps[index]
+        return item
+
+
+class PreferenceCollator:
+    """B records → one batch of their distinct sequences, right-padded.
+
+    Sequences that are identical within a record are encoded once: when p_w = p_l (always in
+    the offline pairs, whose prefixes are both cut from Y*) A1 = A2 and B1 = B2 under each
+    context, so 6 of the 10 sequences carry all the information. ``sequence_rows`` maps the
+    record-major B×10 sequences (``by_name`` order) to their rows in the batch.
+    """
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        distinct: list[dict[str, Any]] = []
+        rows: list[int] = []
+        for record, item in enumerate(items):
+            seen: dict[tuple, int] = {}
+            for sequence in item["sequences"]:
+                key = (record, *sequence["input_ids"].tolist(), -1, *sequence["labels"].tolist())
+                if key not in seen:
+                    seen[key] = len(distinct)
+                    distinct.append(sequence)
+                rows.append(seen[key])
+        batch = collate_sequences(distinct, self.pad_id)
+        batch["sequence_rows"] = torch.tensor(rows)
+        batch["beta_dpo"] = torch.stack([item["beta_dpo"] for item in items])
+        batch["beta_sc"] = torch.stack([item["beta_sc"] for item in items])
+        batch["index"] = torch.tensor([item["index"] for item in items])
+        if "reference_logps" in items[0]:
+            batch["reference_logps"] = torch.stack([item["reference_logps"] for item in items])
+        return batch
+
+
+def by_name(values: torch.Tensor, records: int) -> dict[str, torch.Tensor]:
+    """(records × 10) flat values → {sequence name: (records,)}."""
+    table = values.view(records, N_SEQ)
+    return {name: table[:, j] for j, name in enumerate(SEQUENCE_NAMES)}
+
+
+_NON_MODEL_KEYS = ("beta_dpo", "beta_sc", "index", "reference_logps", "sequence_rows")
+
+
+def batch_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ℓ and target token counts of every record's ten sequences (B×10, record-major)."""
+    model_inputs = {k: v for k, v in batch.items() if k not in _NON_MODEL_KEYS}
+    logps, n_tokens = sequence_log_probs(model, model_inputs)
+    rows = batch["sequence_rows"].to(logps.device)
+    return logps[rows], n_tokens[rows]
+
+
+# The sequences whose target is the preferred text: Y_w itself, and s_w after p_w or p_l under
+# both REFINE contexts. γ's NLL covers all of them, so the SFT term also keeps the model fluent
+# at answering REFINE prompts, which Stage III asks of it.
+CHOSEN_TARGETS = ("direct_w", "l_A1", "l_A2", "w_A1", "w_A2")
+
+
+def chosen_mean_nll(
+    policy: dict[str, torch.Tensor], n_tokens: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Per record: the mean-token NLL over the tokens of every chosen-side target."""
+    total = sum(policy[name] for name in CHOSEN_TARGETS)
+    count = sum(n_tokens[name] for name in CHOSEN_TARGETS)
+    return -total / count.clamp(min=1).to(total.dtype)
+
+
+class SherlockTrainer(Trainer):
+    """transformers.Trainer with the Sherlock objective as its loss."""
+
+    def __init__(self, *args: Any, reference_model: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Our loss is already a per-batch mean: let Trainer scale it for gradient accumulation
+        # (it skips that for models whose forward takes loss kwargs, assuming a token sum).
+        self.model_accepts_loss_kwargs = False
+        self.reference_model = reference_model
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        if not self.args.precompute_ref_log_probs:
+            if reference_model is None:
+                raise ValueError("precompute_ref_log_probs is off: pass the frozen reference_model")
+            if self.is_deepspeed_enabled:
+                raise ValueError(
+                    "an on-the-fly reference under DeepSpeed is not supported: "
+                    "keep precompute_ref_log_probs on"
+                )
+            reference_model.eval().requires_grad_(False)
+            reference_model.to(self.args.device)
+        else:
+            self.add_callback(_PrecomputeReference(self))
+
+    # -- reference log-probabilities ------------------------------------------------------------
+    @torch.no_grad()
+    def precompute_reference(self) -> torch.Tensor:
+        """ℓref of all ten sequences of every record, with the model before any update.
+
+        The policy starts from the reference checkpoint, so before the first step it IS the
+        reference: no second copy of the model is needed. It runs when training begins, after
+        the model is placed (and wrapped by DeepSpeed, whose ZeRO-3 forward needs every process
+        in step): every process computes the whole table in the same order, so no gathering is
+        needed either.
+        """
+        dataset: PreferenceDataset = self.train_dataset
+        model = self.model_wrapped if self.is_deepspeed_enabled else self.model
+        was_training = model.training
+        model.eval()
+        loader = DataLoader(
+            dataset,
+            batch_size=self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size,
+            shuffle=False,
+            collate_fn=self.data_collator,
+        )
+        table = torch.zeros(len(dataset), N_SEQ)
+        device = self.args.device
+        quiet = self.args.disable_tqdm or not self.is_world_process_zero()
+        for batch in tqdm(loader, desc="reference log-probs", disable=quiet):
+            inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+            logps, _ = batch_log_probs(model, inputs)
+            table[batch["index"]] = logps.view(-1, N_SEQ).float().cpu()
+        model.train(was_training)
+        dataset.reference_logps = table
+        return table
+
+    # -- the loss -------------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        records = inputs["beta_dpo"].shape[0]
+        policy_logps, n_tokens = batch_log_probs(model, inputs)
+        if "reference_logps" in inputs:
+            reference_logps = inputs["reference_logps"].to(policy_logps.device).reshape(-1)
+        else:
+            with torch.no_grad():
+                reference_logps, _ = batch_log_probs(self.reference_model, inputs)
+        policy = by_name(policy_logps, records)
+        reference = by_name(reference_logps.to(policy_logps.dtype), records)
+        mean_nll = None
+        if self.args.nll_coef > 0:
+            mean_nll = chosen_mean_nll(policy, by_name(n_tokens, records))
+        loss, metrics = sherlock_loss(
+            policy,
+            reference,
+            inputs["beta_dpo"].to(policy_logps.dtype),
+            inputs["beta_sc"].to(policy_logps.dtype),
+            dpo_coef=self.args.dpo_coef,
+            sc_coef=self.args.sc_coef,
+            sft_coef=self.args.nll_coef,
+            policy_mean_nll=mean_nll,
+        )
+        for key, value in metrics.items():
+            self._metrics[key].append(float(value))
+        return (loss, {"policy_logps": policy_logps}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Add the Sherlock metrics, averaged since the last log, to each training log line."""
+        if "loss" in logs and self._metrics:
+            for key, values in self._metrics.items():
+                logs[key] = round(sum(values) / len(values), 6)
+            self._metrics.clear()
+        super().log(logs, *args, **kwargs)
+
+
+class _PrecomputeReference(TrainerCallback):
+    """Fills the reference table at the start of training, before the first batch is drawn."""
+
+    def __init__(self, trainer: SherlockTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer.train_dataset.reference_logps is None:
+            table = self.trainer.precompute_reference()
+            if args.save_strategy != "no" and self.trainer.is_world_process_zero():
+                # A resumed attempt needs the table of the untrained policy (pref_training).
+                with atomic_output(Path(args.output_dir) / REFERENCE_TABLE) as path:
+                    save_file({"reference_logps": table.contiguous()}, str(path))

@@ -1,0 +1,145 @@
+"""The report's figures (matplotlib, written as PNG): accuracy by correction turn, training
+curves, perturbation statistics and online acceptance rates."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: jobs run on nodes without a screen
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from sherlock.runtime.atomic import atomic_output  # noqa: E402
+
+# Panels of a training figure: (title, keys of the log history plotted in it).
+LOSS_KEYS = ("loss", "loss/dpo", "loss/sc_rejected", "loss/sc_chosen")
+MARGIN_KEYS = ("rewards/margins", "rewards_sc_rejected/margins", "rewards_sc_chosen/margins")
+ACCURACY_KEYS = (
+    "rewards/accuracies",
+    "rewards_sc_rejected/accuracies",
+    "rewards_sc_chosen/accuracies",
+)
+TRAINING_PANELS = (
+    ("loss", LOSS_KEYS),
+    ("reward margins", MARGIN_KEYS),
+    ("reward accuracies", ACCURACY_KEYS),
+)
+
+
+def _save(figure: plt.Figure, path: str | os.PathLike[str]) -> None:
+    figure.tight_layout()
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+
+
+def accuracy_by_turn(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """One panel per benchmark (and their average): accuracy at each turn, a line per checkpoint."""
+    benchmarks = list(dict.fromkeys(frame["benchmark"]))
+    panels = benchmarks + (["average"] if len(benchmarks) > 1 else [])
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels) + 1.4, 3.6), squeeze=False
+    )
+    turns = sorted(frame["turn"].unique())
+    for axis, panel in zip(axes[0], panels, strict=True):
+        rows = frame if panel == "average" else frame[frame["benchmark"] == panel]
+        means = rows.groupby(["checkpoint", "turn"], sort=False)["accuracy"].mean() * 100
+        for checkpoint in dict.fromkeys(rows["checkpoint"]):
+            axis.plot(turns, means[checkpoint].reindex(turns), marker="o", label=checkpoint)
+        axis.set_title(panel)
+        axis.set_xticks(turns, ["direct" if t == 0 else f"turn {t}" for t in turns])
+        axis.set_ylabel("accuracy (%)")
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend(
+        title="checkpoint", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
+    _save(figure, path)
+
+
+def training_curves(stage: str, log_history: Sequence[Mapping[str, Any]], path: str) -> None:
+    """Loss (and, for preference stages, reward margins and accuracies) against the step."""
+    logged = [entry for entry in log_history if "step" in entry]
+    panels = [
+        (title, [key for key in keys if any(key in entry for entry in logged)])
+        for title, keys in TRAINING_PANELS
+    ]
+    panels = [(title, keys) for title, keys in panels if keys]
+    if not panels:
+        panels = [("loss", [])]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for axis, (title, keys) in zip(axes[0], panels, strict=True):
+        for key in keys:
+            points = [(e["step"], e[key]) for e in logged if key in e]
+            axis.plot(*zip(*points, strict=True), marker=".", label=key)
+        if not keys:
+            axis.text(0.5, 0.5, "no logged steps", ha="center", va="center")
+        axis.set_title(f"{stage}: {title}")
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        if len(keys) > 1:
+            axis.legend(fontsize="x-small")
+    _save(figure, path)
+
+
+def perturbation_histograms(pairs: Mapping[str, Sequence[Mapping[str, Any]]], path: str) -> None:
+    """Truncation points and noise levels ε of each preference file (offline, iter1, …)."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    names = list(pairs)
+    points = sorted({row["truncation"] for rows in pairs.values() for row in rows})
+    width = 0.8 / max(len(names), 1)
+    for index, name in enumerate(names):
+        counts = pd.Series([row["truncation"] for row in pairs[name]]).value_counts()
+        left.bar(
+            [p + index * width for p in range(len(points))],
+            [int(counts.get(p, 0)) for p in points],
+            width=width,
+            label=name,
+        )
+        right.hist(
+            [row["noise_level"] for row in pairs[name]],
+            bins=20,
+            range=(0, 1),
+            histtype="step",
+            label=name,
+        )
+    left.set_xticks(
+        [p + width * (len(names) - 1) / 2 for p in range(len(points))], [str(p) for p in points]
+    )
+    left.set_title("truncation point i (stages kept)")
+    left.set_ylabel("pairs")
+    right.set_title("noise level ε")
+    right.set_ylabel("pairs")
+    for axis in (left, right):
+        axis.legend(fontsize="small")
+        axis.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def acceptance_rates(summaries: Mapping[str, Mapping[str, Any]], path: str) -> None:
+    """Kept share of each online iteration's candidates, with why the others were not kept."""
+    names = list(summaries)
+    figure, axis = plt.subplots(figsize=(max(7.0, 1.2 * len(names) + 6.0), 3.6))
+    reasons = sorted({r for s in summaries.values() for r in s.get("not_kept", {})})
+    kept = [s["kept"] / max(s["candidates"], 1) * 100 for s in summaries.values()]
+    axis.bar(names, kept, label="kept", color="tab:green")
+    bottoms = kept
+    # not-kept reasons in colours that cannot be confused with the green "kept"
+    palette = ["tab:gray", "tab:orange", "tab:red", "tab:purple", "tab:blue", "tab:brown"]
+    for index, reason in enumerate(reasons):
+        share = [
+            s.get("not_kept", {}).get(reason, 0) / max(s["candidates"], 1) * 100
+            for s in summaries.values()
+        ]
+        axis.bar(names, share, bottom=bottoms, label=reason, color=palette[index % len(palette)])
+        bottoms = [b + v for b, v in zip(bottoms, share, strict=True)]
+    for x, value in enumerate(kept):
+        axis.text(x, value / 2, f"{value:.0f}%", ha="center", va="center", color="white")
+    axis.set_ylabel("share of candidates (%)")
+    axis.set_title("online iterations: acceptance")
+    axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(figure, path)
