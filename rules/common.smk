@@ -71,6 +71,13 @@ TRAIN_ENV = os.path.join("..", ENVIRONMENT_FILES["train"])
 GENERATION_ENV = os.path.join("..", ENVIRONMENT_FILES[generation_stack(config)])
 
 
+def gpu_launch(command):
+    """The shell command of a job that may run a model: claim its GPUs (resources.gpu, none on a
+    CPU run; sherlock.runtime.gpu_slots), then run ``command`` with the stack's interpreter."""
+    claim = "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} --"
+    return f"{claim} {{params.python}} {command}"
+
+
 def script(name):
     """A workflow script, as a path relative to the working directory when possible."""
     path = Path(workflow.basedir) / "workflow_scripts" / f"{name}.py"
@@ -168,10 +175,18 @@ def generation_options(sampling):
         f" --image-max-pixels {pixels.get('image_max_pixels') or LLAMAFACTORY_MAX_PIXELS}"
         + (" --trust-remote-code" if config["base_model"]["trust_remote_code"] else "")
     )
-    if gen["backend"] == "vllm":
-        options += f" --gpu-memory-utilization {gen['vllm']['gpu_memory_utilization']}"
-        if gen["vllm"]["max_model_len"]:
-            options += f" --max-model-len {gen['vllm']['max_model_len']}"
+    return f"{options}{vllm_options()}"
+
+
+def vllm_options():
+    """The vLLM engine's settings (generation.vllm) when generation.backend is vllm, else none;
+    the generating jobs and the llm judge share them."""
+    gen = config["generation"]
+    if gen["backend"] != "vllm":
+        return ""
+    options = f" --gpu-memory-utilization {gen['vllm']['gpu_memory_utilization']}"
+    if gen["vllm"]["max_model_len"]:
+        options += f" --max-model-len {gen['vllm']['max_model_len']}"
     return options
 
 
@@ -199,12 +214,8 @@ def judge_options():
         options += (
             f" --judge-model {shlex.quote(judge['model'])} --judge-batch-size {judge['batch_size']}"
             f" --judge-max-new-tokens {judge['max_new_tokens']} --dtype {judge['dtype']}"
-            f" --backend {gen['backend']}"
+            f" --backend {gen['backend']}{vllm_options()}"
         )
-        if gen["backend"] == "vllm":
-            options += f" --gpu-memory-utilization {gen['vllm']['gpu_memory_utilization']}"
-            if gen["vllm"]["max_model_len"]:
-                options += f" --max-model-len {gen['vllm']['max_model_len']}"
     return options
 
 

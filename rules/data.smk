@@ -2,6 +2,7 @@
 
 rule synthetic_data:
     """The embedded default dataset: coloured shapes in the LLaVA-CoT JSONL format."""
+    localrule: True  # runs no model: never a cluster submission
     output:
         train=res("synthetic", "train.jsonl"),
         test=res("synthetic", "test.jsonl"),
@@ -58,6 +59,7 @@ rule source_records:
 
 rule splits:
     """Seeded, pairwise-disjoint D_A, D_B and one unlabeled pool per online iteration."""
+    localrule: True  # runs no model: never a cluster submission
     input:
         records=rules.source_records.output.records,
     output:

@@ -4,6 +4,7 @@
 
 rule heldout_benchmark:
     """The synthetic held-out split in the benchmark form (image, question, answer)."""
+    localrule: True  # runs no model: never a cluster submission
     input:
         test=rules.synthetic_data.output.test,
     output:
@@ -53,13 +54,15 @@ rule evaluate:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " --model {params.model:q} {params.generation}"
-        " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
-        " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
-        " {params.rounds:q}"
-        " {params.max_items} {params.refine}"
-        " {params.io} > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " --model {params.model:q} {params.generation}"
+            " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
+            " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
+            " {params.rounds:q}"
+            " {params.max_items} {params.refine}"
+            " {params.io} > {log:q} 2>&1"
+        )
 
 
 use rule evaluate as evaluate_shard with:
@@ -84,6 +87,7 @@ if BENCHMARKS:
     rule accuracy_table:
         """Accuracy of every checkpoint, direct and per correction turn: tidy table, paper-style
         table and the per-turn figure."""
+        localrule: True  # runs no model: never a cluster submission
         input:
             summaries=expand(
                 rules.evaluate.output.summary, benchmark=list(BENCHMARKS), checkpoint=CHECKPOINTS
@@ -127,6 +131,7 @@ if BENCHMARKS:
 
 rule training_curves:
     """Loss, reward margins and reward accuracies of one training stage, from its checkpoint."""
+    localrule: True  # runs no model: never a cluster submission
     input:
         model=res("models", "{stage}"),
     output:
@@ -152,6 +157,7 @@ rule training_curves:
 
 rule data_report:
     """Records in and out of every data step, perturbation histograms, online acceptance."""
+    localrule: True  # runs no model: never a cluster submission
     input:
         source_summary=rules.source_records.output.summary,
         splits=[rules.splits.output.d_a, rules.splits.output.d_b, *rules.splits.output.pools],

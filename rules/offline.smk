@@ -27,9 +27,11 @@ rule offline_prefs:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " --model {input.model:q} --data {input.data:q} {params.generation}"
-        " --perturbation {params.perturbation:q} {params.io} > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " --model {input.model:q} --data {input.data:q} {params.generation}"
+            " --perturbation {params.perturbation:q} {params.io} > {log:q} 2>&1"
+        )
 
 
 use rule offline_prefs as offline_prefs_shard with:
@@ -50,6 +52,7 @@ use rule offline_prefs as offline_prefs_shard with:
 
 rule offline_config:
     """Run file of the Offline training: initialised from and referenced to Sherlock-SFT."""
+    localrule: True  # runs no model: never a cluster submission
     input:
         data=rules.offline_prefs.output.data,
         model=rules.sft.output.model,
@@ -99,5 +102,7 @@ rule offline:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
+        )

@@ -26,9 +26,11 @@ rule candidates:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " --model {input.model:q} --pool {input.pool:q} {params.generation}"
-        " --iteration {wildcards.k:q} {params.refine} {params.io} > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " --model {input.model:q} --pool {input.pool:q} {params.generation}"
+            " --iteration {wildcards.k:q} {params.refine} {params.io} > {log:q} 2>&1"
+        )
 
 
 use rule candidates as candidates_shard with:
@@ -67,13 +69,17 @@ rule chosen:
         **(job_resources("generate") if LLM_JUDGE else {"gpu": 0}),
     log:
         res("logs", "chosen_iter{k}.log"),
+    benchmark:
+        res("benchmarks", "chosen_iter{k}.tsv")
     conda:
         JUDGE_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " --candidates {input.candidates:q} {params.judge}"
-        " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
-        " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " --candidates {input.candidates:q} {params.judge}"
+            " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
+            " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
+        )
 
 
 rule rejected:
@@ -102,10 +108,12 @@ rule rejected:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
-        " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.io}"
-        " > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
+            " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.io}"
+            " > {log:q} 2>&1"
+        )
 
 
 use rule rejected as rejected_shard with:
@@ -124,33 +132,18 @@ use rule rejected as rejected_shard with:
         res("benchmarks", "rejected_iter{k}_shard{shard}.tsv")
 
 
-rule iter_config:
-    """Run file of iteration k's training: initialised from and referenced to M_{k-1}."""
+# Iteration k's run file: Offline's, from and referenced to M_{k-1}, with the online settings.
+use rule offline_config as iter_config with:
     input:
         data=rules.rejected.output.data,
         model=policy_for,
     output:
         run=res("runs", "iter{k}", "train.yaml"),
     params:
-        python=PY,
-        script=script("render_sherlock_run"),
         hparams=json.dumps(preference_hparams("online"), sort_keys=True),
-        perturbation=json.dumps(config["perturbation"], sort_keys=True),
-        refine=refine_prompt_option(),
-        seed=config["seed"],
         scratch=lambda wildcards: res("models", f"iter{wildcards.k}.partial"),
-        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
-        remote_code=remote_code_option(),
     log:
         res("logs", "iter_config_iter{k}.log"),
-    conda:
-        TRAIN_ENV
-    shell:
-        "{params.python} {params.script:q} --model {input.model:q} --data {input.data:q}"
-        " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
-        " --seed {params.seed:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file"
-        " {output.run:q} > {log:q} 2>&1"
 
 
 rule iter_model:
@@ -175,8 +168,10 @@ rule iter_model:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
+        )
 
 
 # `snakemake iter1`, `snakemake iter2`, ...: one named target per configured iteration.

@@ -3,6 +3,7 @@
 
 rule r0_config:
     """LLaMA-Factory YAML and dataset_info.json of the R0 run (full SFT of the base on D_A)."""
+    localrule: True  # runs no model: never a cluster submission
     input:
         data=rules.splits.output.d_a,
     output:
@@ -13,6 +14,7 @@ rule r0_config:
         script=script("render_llamafactory"),
         model=base_model_path(),
         template=config["base_model"]["template"],
+        dataset_name="sherlock_d_a",
         hparams=json.dumps(sft_hparams("r0"), sort_keys=True),
         seed=config["seed"],
         scratch=res("models", "r0.partial"),
@@ -23,7 +25,7 @@ rule r0_config:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} {params.script:q} --data {input.data:q} --name sherlock_d_a"
+        "{params.python} {params.script:q} --data {input.data:q} --name {params.dataset_name}"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
         " --checkpointing {params.checkpointing:q} {params.remote_code}"
@@ -53,9 +55,11 @@ rule r0:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
-        " > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
+            " > {log:q} 2>&1"
+        )
 
 
 rule sherlock_sft_data:
@@ -82,9 +86,11 @@ rule sherlock_sft_data:
     conda:
         GENERATION_ENV
     shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
-        " {params.refine} {params.io} > {log:q} 2>&1"
+        gpu_launch(
+            "{params.script:q}"
+            " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
+            " {params.refine} {params.io} > {log:q} 2>&1"
+        )
 
 
 use rule sherlock_sft_data as sherlock_sft_data_shard with:
@@ -103,37 +109,23 @@ use rule sherlock_sft_data as sherlock_sft_data_shard with:
         res("benchmarks", "sherlock_sft_data_shard{shard}.tsv")
 
 
-rule sft_config:
-    """LLaMA-Factory YAML and dataset_info.json of Sherlock-SFT (from the base model)."""
+# Sherlock-SFT's run file: R0's with its own data and hyper-parameters (from the base model too).
+use rule r0_config as sft_config with:
     input:
         data=rules.sherlock_sft_data.output.data,
     output:
         yaml=res("llamafactory", "sft", "train.yaml"),
         info=res("llamafactory", "sft", "dataset_info.json"),
     params:
-        python=PY,
-        script=script("render_llamafactory"),
-        model=base_model_path(),
-        template=config["base_model"]["template"],
+        dataset_name="sherlock_sft",
         hparams=json.dumps(sft_hparams("sherlock_sft"), sort_keys=True),
-        seed=config["seed"],
         scratch=res("models", "sft.partial"),
-        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
-        remote_code=remote_code_option(),
     log:
         log_file("sft_config"),
-    conda:
-        TRAIN_ENV
-    shell:
-        "{params.python} {params.script:q} --data {input.data:q} --name sherlock_sft"
-        " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
-        " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code}"
-        " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 
-rule sft:
-    """Sherlock-SFT: the base model after full SFT on sherlock_sft.json."""
+# Sherlock-SFT: the base model after full SFT on sherlock_sft.json.
+use rule r0 as sft with:
     input:
         yaml=rules.sft_config.output.yaml,
         info=rules.sft_config.output.info,
@@ -141,20 +133,7 @@ rule sft:
         base=base_model_input(),
     output:
         model=directory(res("models", "sft")),
-    resources:
-        **training_resources(),
-    threads: config["resources"]["train"]["cpus_per_task"]
-    params:
-        python=PY,
-        script=script("train_llamafactory"),
-        launch=training_launch_options(),
     log:
         log_file("sft"),
     benchmark:
         benchmark_file("sft")
-    conda:
-        TRAIN_ENV
-    shell:
-        "{params.python} -m sherlock.runtime.gpu_slots --count {resources.gpu} -- {params.python} {params.script:q}"
-        " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
-        " > {log:q} 2>&1"

@@ -74,7 +74,9 @@ def make_examples(records: list[dict], synthetic_dir: Path, count: int) -> list[
                 prefix=prefix,
                 prefix_l=truncate(rejected, truncation, "reference"),
                 truncation=truncation,
-                noise_level=0.2,
+                # as the reference recipe draws them: ε in [0.15, 0.25], and ε = 1 (random
+                # pixels) at its deepest point i = 2
+                noise_level=1.0 if truncation == 2 else 0.2,
             )
         )
     return examples
@@ -121,6 +123,39 @@ def test_ten_sequences_are_the_method_ones(examples: list[PreferenceExample]) ->
             spec = specs[f"{tag}_{part}"]
             assert (spec.user_text, spec.assistant_prefix, spec.target) == (context, prefix, target)
     assert ex.prefix + ex.suffix_w == ex.chosen and ex.prefix_l + ex.suffix_l == ex.rejected
+
+
+def test_cross_pairs_take_the_other_prefix_when_the_prefixes_differ(synthetic_dir, records):
+    """A Stage III record: chosen = y3 and rejected = y0 cut at the same point (here after the
+    SUMMARY), whose heads differ. A2 pairs the rejected head with the chosen suffix and B2 the
+    chosen head with the rejected suffix; written out literally, so a swap cannot pass."""
+    y3 = "<SUMMARY>Count the squares.</SUMMARY><CAPTION>Two squares.</CAPTION>" + (
+        "<REASONING>Two.</REASONING><CONCLUSION>2</CONCLUSION>"
+    )
+    y0 = "<SUMMARY>Look at the picture.</SUMMARY><CAPTION>One square.</CAPTION>" + (
+        "<REASONING>One.</REASONING><CONCLUSION>1</CONCLUSION>"
+    )
+    ex = PreferenceExample(
+        id="online-1", image=str(synthetic_dir / records[0]["image"]), question="How many?",
+        chosen=y3, rejected=y0, prefix="<SUMMARY>Count the squares.</SUMMARY>",
+        prefix_l="<SUMMARY>Look at the picture.</SUMMARY>", truncation=1, noise_level=0.2,
+    )  # fmt: skip
+    s_w = "<CAPTION>Two squares.</CAPTION><REASONING>Two.</REASONING><CONCLUSION>2</CONCLUSION>"
+    s_l = "<CAPTION>One square.</CAPTION><REASONING>One.</REASONING><CONCLUSION>1</CONCLUSION>"
+    specs = sequence_specs(ex, REFINE)
+    c_l = refine_prompt(REFINE, "How many?", y0)
+    c_w = refine_prompt(REFINE, "How many?", y3)
+    expected = {
+        "A1": ("<SUMMARY>Count the squares.</SUMMARY>", s_w),
+        "B1": ("<SUMMARY>Look at the picture.</SUMMARY>", s_l),
+        "A2": ("<SUMMARY>Look at the picture.</SUMMARY>", s_w),
+        "B2": ("<SUMMARY>Count the squares.</SUMMARY>", s_l),
+    }
+    for tag, context in (("l", c_l), ("w", c_w)):
+        for part, (head, target) in expected.items():
+            spec = specs[f"{tag}_{part}"]
+            assert (spec.user_text, spec.assistant_prefix, spec.target) == (context, head, target)
+    assert "Look at the picture." in c_l and "Count the squares." in c_w
 
 
 def test_labels_cover_exactly_the_suffix(processor, examples: list[PreferenceExample]) -> None:
@@ -251,9 +286,10 @@ def test_our_records_round_trip_and_take_beta_from_i_and_eps(
     ex = examples[2]
     parsed = parse_preference_row(preference_row(ex, model="m"), 0, "file.json")
     assert parsed == ex
-    _, beta_dpo, beta_sc = CONFIG.for_draw(2, 0.2)
+    _, beta_dpo, beta_sc = CONFIG.for_draw(2, 1.0)
     assert record_betas(ex, CONFIG) == pytest.approx((beta_dpo, beta_sc))
-    w = 1 / (0.5 + (2 / 4) ** (0.5 + 0.5 * 0.2))  # docs/method.md §4 with the default constants
+    w = 1 / (0.5 + (2 / 4) ** (0.5 + 0.5 * 1.0))  # docs/method.md §4: w = 1 at i = 2, ε = 1
+    assert w == pytest.approx(1.0)
     assert record_betas(ex, CONFIG) == pytest.approx((0.1 * w, 0.025 * w))
 
 
@@ -372,10 +408,24 @@ def test_precomputed_reference_is_the_initial_policy_and_matches_on_the_fly(
     on_the_fly = _trainer(
         tiny_model_dir, tmp_path, examples[:4], processor, precompute_ref_log_probs=False
     )
-    batch.pop("reference_logps")
+    reference_logps = batch.pop("reference_logps")
     with torch.no_grad():
         value = on_the_fly.compute_loss(on_the_fly.model.eval(), batch)
     assert float(value) == pytest.approx(float(precomputed), abs=1e-4)
+
+    # Δ ≠ 0: move both policies away from the reference by the same seeded step. The table
+    # (of the untouched model) and the on-the-fly frozen copy must still give one loss, and it
+    # must no longer be the Δ = 0 value, or the comparison above would hold for any β.
+    for policy in (trainer.model, on_the_fly.model):
+        generator = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for parameter in policy.parameters():
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    with torch.no_grad():
+        moved_on_the_fly = on_the_fly.compute_loss(on_the_fly.model.eval(), batch)
+        moved = trainer.compute_loss(trainer.model, {**batch, "reference_logps": reference_logps})
+    assert abs(float(moved) - float(precomputed)) > 1e-3
+    assert float(moved_on_the_fly) == pytest.approx(float(moved), abs=1e-4)
 
 
 def test_tiny_training_lowers_the_loss_and_separates_the_pair(

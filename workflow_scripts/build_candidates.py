@@ -7,12 +7,10 @@ from sherlock.data.sharegpt import read_json, sft_row_to_record, write_json
 from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
-    finish_progress,
+    finish_job,
     sampling_from_args,
-    shard_only,
 )
 from sherlock.online.self_consistency import generate_candidates
-from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:
@@ -33,16 +31,17 @@ def main() -> None:
         sampling_from_args(args),
         provenance={"iteration": args.iteration, "model": args.model},
     )
-    if shard_only(args, backend):
-        return
-    write_json(args.output, rows)
-    finish_progress(backend)
-    with_answer = [sum(row["answers"][t] is not None for row in rows) for t in range(4)]
-    stage_summary(
-        f"candidates iter{args.iteration}",
-        f"{len(rows)} pool items x 4 turns by {args.model}; "
-        f"turns with a CONCLUSION (y0..y3): {with_answer}",
-    )
+
+    def write_outputs() -> tuple[str, str]:
+        write_json(args.output, rows)
+        with_answer = [sum(row["answers"][t] is not None for row in rows) for t in range(4)]
+        return (
+            f"candidates iter{args.iteration}",
+            f"{len(rows)} pool items x 4 turns by {args.model}; "
+            f"turns with a CONCLUSION (y0..y3): {with_answer}",
+        )
+
+    finish_job(args, backend, write_outputs)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,9 @@ from sherlock.data.sharegpt import read_json, sft_row_to_record
 from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
-    finish_progress,
     sampling_from_args,
 )
 from sherlock.perturbation.pairs import PairSource, add_pair_arguments, build_pair_file
-from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:
@@ -26,11 +24,17 @@ def main() -> None:
         for r in records
     ]
     backend = backend_from_args(args, progress_for=args.output)
-    stats = build_pair_file(args, sources, backend, sampling_from_args(args), "offline")
-    if stats is None:  # a shard job: its chunks are saved, the gathering job writes
-        return
-    finish_progress(backend)
-    stage_summary("offline prefs", f"{len(records)} records -> {stats['records']} pairs; {stats}")
+    build_pair_file(
+        args,
+        sources,
+        backend,
+        sampling_from_args(args),
+        "offline",
+        lambda stats: (
+            "offline prefs",
+            f"{len(records)} records -> {stats['records']} pairs; {stats}",
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -6,11 +6,9 @@ from sherlock.data.sharegpt import read_json
 from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
-    finish_progress,
     sampling_from_args,
 )
 from sherlock.perturbation.pairs import PairSource, add_pair_arguments, build_pair_file
-from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:
@@ -33,18 +31,15 @@ def main() -> None:
         for row in chosen
     ]
     backend = backend_from_args(args, progress_for=args.output)
-    stats = build_pair_file(
+    build_pair_file(
         args,
         sources,
         backend,
         sampling_from_args(args),
         f"online-iter{args.iteration}",
+        lambda stats: (f"rejected iter{args.iteration}", f"{len(chosen)} chosen -> {stats}"),
         provenance={"iteration": args.iteration},
     )
-    if stats is None:  # a shard job: its chunks are saved, the gathering job writes
-        return
-    finish_progress(backend)
-    stage_summary(f"rejected iter{args.iteration}", f"{len(chosen)} chosen -> {stats}")
 
 
 if __name__ == "__main__":

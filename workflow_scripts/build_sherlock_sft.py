@@ -9,11 +9,9 @@ from sherlock.generation import GenerationRequest
 from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
-    finish_progress,
+    finish_job,
     sampling_from_args,
-    shard_only,
 )
-from sherlock.runtime.step_summary import stage_summary
 from sherlock.sft.self_correction_data import answer_stats, sherlock_sft_rows
 
 
@@ -30,19 +28,21 @@ def main() -> None:
     requests = [GenerationRequest(key=r.id, image=r.image, user_text=r.question) for r in d_b]
     sampling = sampling_from_args(args)
     answers = dict(zip([r.id for r in d_b], backend.generate(requests, sampling), strict=True))
-    if shard_only(args, backend):
-        return
-    rows = sherlock_sft_rows(d_b, answers, load_prompt("refine", args.refine_prompt), args.model)
-    write_json(args.output, rows)
-    finish_progress(backend)
-    stats = answer_stats(d_b, answers)
-    stage_summary(
-        "sherlock_sft data",
-        f"{len(d_b)} D_B records -> {len(rows)} rows; R0 answers with a "
-        f"CONCLUSION {stats['with_conclusion']}/{stats['records']}, "
-        f"matching the annotation {stats['correct']}/{stats['records']}",
-    )
-    print(json.dumps(stats))
+
+    def write_outputs() -> tuple[str, str]:
+        refine = load_prompt("refine", args.refine_prompt)
+        rows = sherlock_sft_rows(d_b, answers, refine, args.model)
+        write_json(args.output, rows)
+        stats = answer_stats(d_b, answers)
+        print(json.dumps(stats))
+        return (
+            "sherlock_sft data",
+            f"{len(d_b)} D_B records -> {len(rows)} rows; R0 answers with a "
+            f"CONCLUSION {stats['with_conclusion']}/{stats['records']}, "
+            f"matching the annotation {stats['correct']}/{stats['records']}",
+        )
+
+    finish_job(args, backend, write_outputs)
 
 
 if __name__ == "__main__":

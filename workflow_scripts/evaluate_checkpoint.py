@@ -10,12 +10,10 @@ from sherlock.evaluation.evaluate import evaluate
 from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
-    finish_progress,
+    finish_job,
     sampling_from_args,
-    shard_only,
 )
 from sherlock.runtime import atomic
-from sherlock.runtime.step_summary import stage_summary
 
 
 def main() -> None:
@@ -47,8 +45,15 @@ def main() -> None:
         sampling_from_args(args),
         args.rounds,
     )
-    if shard_only(args, backend):
-        return
+
+    def write_outputs() -> tuple[str, str]:
+        return write_evaluation(args, rows, summary, offered, len(items))
+
+    finish_job(args, backend, write_outputs)
+
+
+def write_evaluation(args, rows: list, summary: dict, offered: int, evaluated: int):
+    """Write the responses and the scores; the step's summary line."""
     summary = {
         "checkpoint": args.checkpoint_name,
         "benchmark": args.benchmark_name,
@@ -59,11 +64,10 @@ def main() -> None:
     }
     write_json(args.responses, rows)
     atomic.write_json(args.summary, summary)
-    finish_progress(backend)
     accuracy = " -> ".join(f"{turn['accuracy']:.1%}" for turn in summary["turns"])
-    stage_summary(
+    return (
         f"evaluate {args.checkpoint_name} on {args.benchmark_name}",
-        f"{len(items)}/{offered} items, accuracy direct -> turn {args.rounds}: {accuracy}; "
+        f"{evaluated}/{offered} items, accuracy direct -> turn {args.rounds}: {accuracy}; "
         f"no CONCLUSION (direct): {summary['turns'][0]['no_conclusion']}",
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from sherlock.generation.backends import load_backend
 from sherlock.generation.base import GenerationBackend, SamplingParams
 from sherlock.generation.resumable import ResumableBackend
 from sherlock.runtime.fingerprints import folder_signature
+from sherlock.runtime.step_summary import stage_summary
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +145,22 @@ def finish_progress(backend: GenerationBackend) -> None:
     """Delete the saved chunks of a job whose outputs are now written."""
     if isinstance(backend, ResumableBackend):
         backend.finish()
+
+
+def finish_job(
+    args: argparse.Namespace,
+    backend: GenerationBackend,
+    write_outputs: Callable[[], tuple[str, str]],
+) -> None:
+    """The end every generating job shares, once its answers are generated: a shard job stops
+    (its chunks are saved; the gathering job writes); else ``write_outputs`` writes the outputs
+    and returns the step's summary (step, text), the saved chunks are deleted, and the summary
+    line is printed (sherlock.runtime.step_summary)."""
+    if shard_only(args, backend):
+        return
+    step, text = write_outputs()
+    finish_progress(backend)
+    stage_summary(step, text)
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:

@@ -22,7 +22,7 @@ from PIL import Image
 from sherlock.data.response import CONCLUSION_END, extract_answer
 from sherlock.data.sharegpt import write_json
 from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
-from sherlock.generation.job import shard_only
+from sherlock.generation.job import finish_job
 from sherlock.generation.resumable import ResumableBackend
 from sherlock.perturbation.recipes import (
     Perturbation,
@@ -183,17 +183,20 @@ def build_pair_file(
     backend: GenerationBackend,
     sampling: SamplingParams,
     purpose: str,
+    summary_line: Callable[[dict[str, Any]], tuple[str, str]],
     provenance: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """Plan, generate and write the pairs of ``sources`` and their summary; return the summary
-    (None in a shard job, which only saves its chunks)."""
+) -> None:
+    """Plan and generate the pairs of ``sources``; then (not in a shard job, which only saves
+    its chunks) write them and their statistics, and print ``summary_line(stats)``."""
     config = PerturbationConfig.from_dict(json.loads(args.perturbation))
     owns = backend.owns if isinstance(backend, ResumableBackend) else None
     planned = plan_pairs(sources, config, args.seed, purpose, args.image_dir, owns)
     rows = generate_pairs(planned, backend, sampling, config, args.model, provenance)
-    if shard_only(args, backend):
-        return None
-    write_json(args.output, rows)
-    stats = pair_stats(rows)
-    atomic.write_yaml(args.summary, stats)
-    return {"recipe": config.recipe, **stats}
+
+    def write_outputs() -> tuple[str, str]:
+        write_json(args.output, rows)
+        stats = pair_stats(rows)
+        atomic.write_yaml(args.summary, stats)
+        return summary_line({"recipe": config.recipe, **stats})
+
+    finish_job(args, backend, write_outputs)
