@@ -63,7 +63,9 @@ def test_every_rule_with_a_command_names_the_env_of_its_stack():
             expected, python = "JUDGE_ENV", "JUDGE_PY"
         assert re.search(rf"conda:\s+{expected}\b", block), name
         assert re.search(rf"python={python},", block), name
-        assert re.search(r'shell:\s+"\{params\.python\} ', block), name
+        # the command starts with the stack's interpreter, itself or through gpu_launch (whose
+        # command is "{params.python} -m sherlock.runtime.gpu_slots ... -- {params.python} ...")
+        assert re.search(r'shell:\s+("\{params\.python\} |gpu_launch\()', block), name
 
 
 def test_interpreters_and_stacks():

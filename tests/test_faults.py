@@ -103,7 +103,7 @@ def faulted_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
     workdir = tmp_path_factory.mktemp("faults")
     prompt = workdir / "prompt $(touch pwned_prompt)" / "refine 'x'.txt"
     prompt.parent.mkdir()
-    shutil.copy(ROOT / "sherlock" / "prompts" / "refine.txt", prompt)
+    shutil.copy(ROOT / "sherlock" / "data" / "prompts" / "refine.txt", prompt)
     (workdir / "faults.yaml").write_text(
         yaml.safe_dump(
             {

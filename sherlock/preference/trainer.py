@@ -250,6 +250,6 @@ class _PrecomputeReference(TrainerCallback):
         if self.trainer.train_dataset.reference_logps is None:
             table = self.trainer.precompute_reference()
             if args.save_strategy != "no" and self.trainer.is_world_process_zero():
-                # A resumed attempt needs the table of the untrained policy (pref_training).
+                # A resumed attempt needs the table of the untrained policy (preference.run).
                 with atomic_output(Path(args.output_dir) / REFERENCE_TABLE) as path:
                     save_file({"reference_logps": table.contiguous()}, str(path))

@@ -6,7 +6,8 @@ starts the training on every node with ``srun`` (``across_nodes``). On each node
 ``python -m sherlock.runtime.multinode -- <command>`` sets what the launchers read to find each
 other —
 ``NNODES``, ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``: ``llamafactory-cli`` passes them to
-``torchrun`` itself, our trainer does in ``pref_training.distributed_relaunch`` — and execs it.
+``torchrun`` itself, our trainer does in ``sherlock.preference.run.distributed_relaunch`` — and
+execs it.
 """
 
 from __future__ import annotations
