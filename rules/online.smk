@@ -134,6 +134,7 @@ use rule rejected as rejected_shard with:
 
 # Iteration k's run file: Offline's, from and referenced to M_{k-1}, with the online settings.
 use rule offline_config as iter_config with:
+    localrule: True  # runs no model (not inherited through use rule)
     input:
         data=rules.rejected.output.data,
         model=policy_for,

@@ -111,6 +111,7 @@ use rule sherlock_sft_data as sherlock_sft_data_shard with:
 
 # Sherlock-SFT's run file: R0's with its own data and hyper-parameters (from the base model too).
 use rule r0_config as sft_config with:
+    localrule: True  # runs no model (not inherited through use rule)
     input:
         data=rules.sherlock_sft_data.output.data,
     output:
