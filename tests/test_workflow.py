@@ -230,7 +230,7 @@ def test_stage_one_outputs(built):
     direct = [r for r in rows if r["kind"] == "direct"]
     refine = [r for r in rows if r["kind"] == "refine"]
     assert len(direct) == len(refine) == len(d_b)
-    template = (ROOT / "sherlock" / "prompts" / "refine.txt").read_text()
+    template = (ROOT / "sherlock" / "data" / "prompts" / "refine.txt").read_text()
     head = template.split("{Question}")[0]
     by_id = {r["id"]: r for r in d_b}
     for row in refine:
