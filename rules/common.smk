@@ -197,6 +197,7 @@ def policy_for(wildcards):
 
 
 LLM_JUDGE = config["online"]["judge"]["kind"] == "llm"
+TINY_JUDGE = LLM_JUDGE and config["online"]["judge"]["model"] == "tiny"
 # The llm judge is a model run by the generation backend, so it runs in that backend's stack;
 # the exact judge compares strings in the training stack.
 JUDGE_PY = PY_GEN if LLM_JUDGE else PY
@@ -212,15 +213,22 @@ def judge_options():
     if LLM_JUDGE:
         gen = config["generation"]
         options += (
-            f" --judge-model {shlex.quote(judge['model'])} --judge-batch-size {judge['batch_size']}"
+            f" --judge-model {shlex.quote(judge_model_path())}"
+            f" --judge-batch-size {judge['batch_size']}"
             f" --judge-max-new-tokens {judge['max_new_tokens']} --dtype {judge['dtype']}"
             f" --backend {gen['backend']}{vllm_options()}"
         )
     return options
 
 
+def judge_model_path():
+    return res("models", "judge") if TINY_JUDGE else config["online"]["judge"]["model"]
+
+
 def judge_model_input():
-    """The llm judge's model as a file dependency when it is a local folder."""
+    """The llm judge's model as a file dependency when it is built here or a local folder."""
+    if TINY_JUDGE:
+        return res("models", "judge")
     judge = config["online"]["judge"]
     return judge["model"] if judge["kind"] == "llm" and os.path.isdir(judge["model"]) else []
 

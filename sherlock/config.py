@@ -8,6 +8,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from sherlock.embedded.architectures import TEMPLATES as TINY_TEMPLATES
+
 
 class ConfigError(ValueError):
     """A configuration that must not reach a job; the message names the key."""
@@ -40,8 +42,6 @@ def cross_field_problems(config: dict) -> list[str]:
         for key in ("path", "image_root"):
             if not source.get(key):
                 problems.append(f"source.{key}: required when source.format is {source['format']}")
-    if config["base_model"]["path"] == "tiny" and config["base_model"]["template"] != "qwen2_vl":
-        problems.append("base_model.template: the tiny model is a Qwen2-VL; use qwen2_vl")
     judge = config["online"]["judge"]
     if judge["kind"] == "llm" and not judge.get("model"):
         problems.append("online.judge.model: required when online.judge.kind is llm")
@@ -71,6 +71,12 @@ def cross_field_problems(config: dict) -> list[str]:
     if source["format"] == "synthetic" and "heldout" in evaluation["benchmarks"]:
         problems.append("evaluation.benchmarks.heldout: the name is taken by the synthetic split")
     tiny = config["tiny_model"]
+    expected = TINY_TEMPLATES[tiny["architecture"]]
+    if config["base_model"]["path"] == "tiny" and config["base_model"]["template"] != expected:
+        problems.append(
+            f"base_model.template: the tiny {tiny['architecture']} trains with template "
+            f"{expected!r}, not {config['base_model']['template']!r}"
+        )
     if tiny["hidden_size"] % tiny["num_heads"]:
         problems.append("tiny_model.hidden_size: must be a multiple of tiny_model.num_heads")
     return problems

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small synthetic dataset and a tiny Qwen2-VL built from it (once a session)."""
+"""Shared fixtures: a small synthetic dataset and tiny models built from it (once a session)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path) ->
     corpus = corpus_from_jsonl([synthetic_dir / "train.jsonl"])
     summary = build_tiny_vlm(out, corpus, seed=SEED, image_size=IMAGE_SIZE)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path):
+    """Builds (once a session) the tiny model of an architecture: ``tiny_vlm("mllama")``."""
+    from sherlock.embedded.tiny_model import build_tiny_vlm, corpus_from_jsonl
+
+    built: dict[str, Path] = {}
+
+    def build(architecture: str) -> Path:
+        if architecture not in built:
+            out = tmp_path_factory.mktemp(f"tiny_{architecture}")
+            corpus = corpus_from_jsonl([synthetic_dir / "train.jsonl"])
+            build_tiny_vlm(out, corpus, seed=SEED, image_size=IMAGE_SIZE, architecture=architecture)
+            built[architecture] = out
+        return built[architecture]
+
+    return build
 
 
 @pytest.fixture(scope="session")

@@ -174,9 +174,9 @@ def test_labels_cover_exactly_the_suffix(processor, examples: list[PreferenceExa
             # The labelled positions are one contiguous block at the end ...
             assert bool(in_target[-n_target:].all()) and not bool(in_target[:-n_target].any())
             assert torch.equal(labels[-n_target:], ids[-n_target:])
-            # ... holding exactly the target's tokens and the end-of-turn token.
-            target_ids = tokenizer(spec.target, add_special_tokens=False)["input_ids"]
-            assert ids[-n_target:].tolist() == [*target_ids, tokenizer.eos_token_id]
+            # ... holding exactly the target's tokens and the template's end of the turn.
+            target_ids = tokenizer(spec.target + "<|im_end|>\n", add_special_tokens=False)
+            assert ids[-n_target:].tolist() == target_ids["input_ids"]
             # The context is the rendered prompt with the prefix pre-filled in the assistant turn.
             prompt = render_prompt(processor, spec.user_text, spec.assistant_prefix)
             alone = processor(text=[prompt], images=[image], return_tensors="pt")["input_ids"][0]

@@ -1,4 +1,4 @@
-"""The tiny Qwen2-VL: size, offline loading, a forward pass, tokenizer and chat template."""
+"""The tiny models: size, offline loading, a forward pass, tokenizer and chat template."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from transformers import (
 
 from sherlock.data.chat import render_prompt
 from sherlock.data.response import STAGES
-from sherlock.embedded.tiny_model import SPECIAL_TOKENS, build_tiny_vlm, corpus_from_jsonl
+from sherlock.embedded.qwen_vl import SPECIAL_TOKENS
+from sherlock.embedded.tiny_model import build_tiny_vlm, corpus_from_jsonl
 
 
 def test_parameter_count_and_summary(tiny_model: tuple[Path, dict]) -> None:
@@ -131,3 +132,45 @@ def test_stage_boundaries_split_cleanly(tiny_model_dir: Path, records: list[dict
             head = tokenizer(response[:cut], add_special_tokens=False).input_ids
             tail = tokenizer(response[cut:], add_special_tokens=False).input_ids
             assert head + tail == whole, (record["id"], tag)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "model_class", "processor_class"),
+    [
+        ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
+        ("mllama", "MllamaForConditionalGeneration", "MllamaProcessor"),
+    ],
+)
+def test_other_architectures_load_run_and_generate(
+    architecture: str, model_class: str, processor_class: str, tiny_vlm, synthetic_dir: Path
+) -> None:
+    """Qwen2.5-VL and Llama-3.2-Vision (Mllama) build as their transformers classes, with their
+    processors, and answer an image question through the Auto classes."""
+    folder = tiny_vlm(architecture)
+    summary = json.loads((folder / "tiny_model.json").read_text())
+    assert summary["architecture"] == architecture and summary["parameters"] < 5_000_000
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    assert type(model).__name__ == model_class and type(processor).__name__ == processor_class
+    assert sum(p.numel() for p in model.parameters()) == summary["parameters"]
+    prompt = render_prompt(processor, "\nWhat colour is the circle?")
+    with Image.open(next(synthetic_dir.glob("images/*.png"))) as image:
+        inputs = processor(
+            text=[prompt], images=[[image.convert("RGB")]], add_special_tokens=False,
+            return_tensors="pt",
+        )
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 4 or out[0, -1] in (
+        model.generation_config.eos_token_id
+        if isinstance(model.generation_config.eos_token_id, list)
+        else [model.generation_config.eos_token_id]
+    )
+    if architecture == "mllama":
+        # Llama 3's layout: the tokenizer adds the BOS, the template writes it too.
+        tokenizer = processor.tokenizer
+        assert tokenizer("x").input_ids[0] == tokenizer.bos_token_id
+        assert prompt.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n")
+        assert inputs["cross_attention_mask"].shape[-1] == summary["max_tiles"]
+    else:
+        assert inputs["image_grid_thw"].tolist() == [[1, 4, 4]]

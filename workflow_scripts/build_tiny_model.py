@@ -1,9 +1,9 @@
-"""Build the tiny random-initialised Qwen2-VL (and its tokenizer) as a Hugging Face folder."""
+"""Build the tiny random-initialised VLM (and its tokenizer) as a Hugging Face folder."""
 
 import argparse
 from pathlib import Path
 
-from sherlock.embedded.tiny_model import build_tiny_vlm, corpus_from_jsonl
+from sherlock.embedded.tiny_model import ARCHITECTURES, build_tiny_vlm, corpus_from_jsonl
 from sherlock.runtime.atomic import atomic_directory
 from sherlock.runtime.step_summary import stage_summary
 
@@ -14,6 +14,7 @@ def main() -> None:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--image-size", type=int, required=True)
+    parser.add_argument("--architecture", choices=ARCHITECTURES, required=True)
     parser.add_argument("--vocab-size", type=int, required=True)
     parser.add_argument("--hidden-size", type=int, required=True)
     parser.add_argument("--num-layers", type=int, required=True)
@@ -27,6 +28,7 @@ def main() -> None:
             corpus_from_jsonl([Path(p) for p in args.corpus]),
             seed=args.seed,
             image_size=args.image_size,
+            architecture=args.architecture,
             vocab_size=args.vocab_size,
             hidden_size=args.hidden_size,
             num_layers=args.num_layers,

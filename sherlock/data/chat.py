@@ -33,6 +33,25 @@ def render_prompt(processor: Any, user_text: str, assistant_prefix: str = "") ->
     return prompt + assistant_prefix
 
 
+def encode_prompts(processor: Any, prompts: list[str], images: list[Any], **kwargs: Any) -> Any:
+    """The processor's inputs for rendered prompts, one image each, tokenized exactly once.
+
+    A template that writes the BOS itself (Llama 3) must not get a second one from the
+    tokenizer's post-processor, so special tokens are added only when the prompts lack it. Images
+    go one list per prompt, the form every processor reads as "this prompt's images" (Mllama
+    reads a flat list as all images of one prompt).
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    bos = tokenizer.bos_token
+    add_special = not (bos and all(p.startswith(bos) for p in prompts))
+    return processor(
+        text=prompts,
+        images=[[image] for image in images],
+        add_special_tokens=add_special,
+        **kwargs,
+    )
+
+
 def user_text_from_sharegpt(value: str) -> str:
     """The text of a ShareGPT human value ``"<image>" + text`` (ValueError otherwise)."""
     if not value.startswith(IMAGE_PLACEHOLDER) or value.count(IMAGE_PLACEHOLDER) != 1:

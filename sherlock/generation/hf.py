@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from sherlock.data.chat import render_prompt
+from sherlock.data.chat import encode_prompts, render_prompt
 from sherlock.data.images import fit_pixels, load_rgb
 from sherlock.data.response import CONCLUSION_END
 from sherlock.generation.base import (
@@ -138,15 +138,12 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
 
     def _encode(self, batch: Sequence[GenerationRequest]) -> dict[str, Any]:
         prompts = [render_prompt(self.processor, r.user_text, r.assistant_prefix) for r in batch]
-        bos = self.tokenizer.bos_token
-        # A template that writes the bos itself (Llama 3) must not get a second one.
-        add_special = not (bos and all(p.startswith(bos) for p in prompts))
-        inputs = self.processor(
-            text=prompts,
-            images=[self._image(r.image) for r in batch],
+        inputs = encode_prompts(
+            self.processor,
+            prompts,
+            [self._image(r.image) for r in batch],
             padding=True,
             padding_side="left",
-            add_special_tokens=add_special,
             return_tensors="pt",
         )
         return {

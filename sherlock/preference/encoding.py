@@ -9,7 +9,7 @@ docs/method.md §6, with x the question (+ image), C_l = REFINE(x, Y_l), C_w = R
 
 Every sequence carries the image. A pre-filled prefix is rendered inside the assistant turn by the
 model's own chat template (``sherlock.data.chat.render_prompt``), so it is context; the labels cover
-exactly the target tokens plus the end-of-turn token.
+exactly the target tokens plus the tokens the template closes an assistant turn with.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from trl.trainer.utils import selective_log_softmax
 
-from sherlock.data.chat import render_prompt
+from sherlock.data.chat import encode_prompts, render_prompt
 from sherlock.data.prompts import refine_prompt
 from sherlock.preference.losses import SEQUENCE_NAMES
 from sherlock.preference.records import PreferenceExample
@@ -57,11 +57,27 @@ def sequence_specs(example: PreferenceExample, refine_template: str) -> dict[str
     return specs
 
 
-def end_of_turn_id(tokenizer: Any) -> int:
-    """The token that closes an assistant turn (Qwen: <|im_end|>, Llama 3: <|eot_id|>)."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos token to close the assistant turn")
-    return int(tokenizer.eos_token_id)
+_MARK = "\u2063TARGET\u2063"  # text no template writes, to find where a turn's content ends
+
+
+def turn_closing_ids(processor: Any) -> list[int]:
+    """The tokens the model's own chat template writes after an assistant turn's content.
+
+    Qwen: ``<|im_end|>`` and a newline; Llama 3: ``<|eot_id|>``. LLaMA-Factory trains Stage I on
+    exactly these after the response, so the preference targets end the same way.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": _MARK}]},
+    ]
+    rendered = processor.apply_chat_template(messages, tokenize=False)
+    closing = rendered.split(_MARK, 1)[1] if _MARK in rendered else ""
+    if not closing:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("neither the chat template nor the tokenizer closes an assistant turn")
+        return [int(tokenizer.eos_token_id)]
+    return list(tokenizer(closing, add_special_tokens=False)["input_ids"])
 
 
 def encode_sequences(
@@ -79,16 +95,16 @@ def encode_sequences(
     """
     count = len(specs)
     prompts = [render_prompt(processor, s.user_text, s.assistant_prefix) for s in specs]
-    encoded = processor(text=prompts, images=[image] * count, padding=True, return_tensors="pt")
+    encoded = encode_prompts(processor, prompts, [image] * count, padding=True, return_tensors="pt")
     padded_ids = encoded.pop("input_ids")
     keep = encoded.pop("attention_mask").bool()
     tokenizer = getattr(processor, "tokenizer", processor)
-    eot = end_of_turn_id(tokenizer)
+    closing = turn_closing_ids(processor)
     targets = tokenizer([s.target for s in specs], add_special_tokens=False)["input_ids"]
     sequences = []
     for row in range(count):
         prompt_ids = padded_ids[row][keep[row]]
-        target = torch.tensor([*targets[row], eot], dtype=torch.long)
+        target = torch.tensor([*targets[row], *closing], dtype=torch.long)
         if cutoff_len is not None:
             room = cutoff_len - len(prompt_ids)
             if room < 1:
