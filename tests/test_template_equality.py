@@ -101,7 +101,9 @@ def test_three_encoders_give_one_sequence(
 ) -> None:
     processor = arch["processor"]
     tokenizer = processor.tokenizer
-    backend = TransformersBackend(str(arch["folder"]), device="cpu", dtype="float32", progress=False)
+    backend = TransformersBackend(
+        str(arch["folder"]), device="cpu", dtype="float32", progress=False
+    )
     closing = tokenizer(arch["closing"], add_special_tokens=False).input_ids
     image_id = tokenizer.convert_tokens_to_ids(arch["image"])
     for image_path, human, response in _cases(records):
@@ -139,7 +141,9 @@ def test_prefilled_prefix_continues_the_trained_tokens(
     own first tokens, when the prefix ends at a stage boundary (where truncations fall); the
     preference encoding and generation agree on it."""
     processor = arch["processor"]
-    backend = TransformersBackend(str(arch["folder"]), device="cpu", dtype="float32", progress=False)
+    backend = TransformersBackend(
+        str(arch["folder"]), device="cpu", dtype="float32", progress=False
+    )
     for image_path, human, response in _cases(records):
         image = _rgb(synthetic_dir / image_path)
         lf_prompt, lf_response = _lf_encode(arch["lf"], human, response, image)

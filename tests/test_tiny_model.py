@@ -156,7 +156,9 @@ def test_other_architectures_load_run_and_generate(
     prompt = render_prompt(processor, "\nWhat colour is the circle?")
     with Image.open(next(synthetic_dir.glob("images/*.png"))) as image:
         inputs = processor(
-            text=[prompt], images=[[image.convert("RGB")]], add_special_tokens=False,
+            text=[prompt],
+            images=[[image.convert("RGB")]],
+            add_special_tokens=False,
             return_tensors="pt",
         )
     with torch.no_grad():

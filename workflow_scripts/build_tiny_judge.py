@@ -1,4 +1,4 @@
-"""Train the tiny self-consistency judge (a text chat model) and write it as a Hugging Face folder."""
+"""Train the tiny self-consistency judge (a text chat model); write it as a Hugging Face folder."""
 
 import argparse
 import json

@@ -184,7 +184,8 @@ def build(
     if architecture == "qwen2_vl":
         vision |= {"embed_dim": size["vision_embed_dim"], "mlp_ratio": 4}
         # The merger projects straight into the text width.
-        config = Qwen2VLConfig(vision_config={**vision, "hidden_size": size["hidden_size"]}, **common)
+        vision["hidden_size"] = size["hidden_size"]
+        config = Qwen2VLConfig(vision_config=vision, **common)
         model_class, processor_class = Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     else:
         vision |= {

@@ -74,12 +74,15 @@ def judge_accuracy(model: Any, tokenizer: Any, examples: Sequence[tuple[JudgeIte
         rows = [_encode(tokenizer, item, None) for item, _ in chunk]
         length = max(map(len, rows))
         ids = torch.tensor([[tokenizer.pad_token_id] * (length - len(r)) + r for r in rows])
-        mask = (torch.arange(length)[None] >= torch.tensor([length - len(r) for r in rows])[:, None])
+        starts = torch.tensor([length - len(r) for r in rows])[:, None]
+        mask = torch.arange(length)[None] >= starts
         out = model.generate(
             input_ids=ids, attention_mask=mask.long(), max_new_tokens=3, do_sample=False
         )
         replies = tokenizer.batch_decode(out[:, length:], skip_special_tokens=True)
-        right += sum(says_yes(reply) == same for reply, (_, same) in zip(replies, chunk))
+        right += sum(
+            says_yes(reply) == same for reply, (_, same) in zip(replies, chunk, strict=True)
+        )
     return right / len(examples)
 
 

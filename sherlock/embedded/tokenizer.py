@@ -56,7 +56,7 @@ def task_scaffold() -> list[str]:
 
 
 def pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    """"<" kept out of every merge, then Qwen2's regex, then bytes.
+    """ "<" kept out of every merge, then Qwen2's regex, then bytes.
 
     With "<" a token of its own, a response cut at a stage boundary ("…</SUMMARY>" +
     "<CAPTION>…") tokenizes as prefix tokens + suffix tokens, exactly as the whole response does
