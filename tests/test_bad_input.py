@@ -252,6 +252,15 @@ def test_bad_weights_are_refused_naming_the_record(
     assert str(error.value).endswith(f"record 1 (id p2): weights: {reason}")
 
 
+def test_one_image_as_a_string_reads_as_a_one_image_list(tmp_path: Path) -> None:
+    """As the reference scripts' offline and online generators write it."""
+    examples = _load_prefs(tmp_path, json.dumps([_pref(), _pref(id="p2", images="ok.png")]))
+    assert examples[0].image == examples[1].image
+    for bad in ([], ["a.png", "b.png"], "", 3):
+        with pytest.raises(PreferenceDataError, match=r"record 0 \(id p1\): images: expected one"):
+            _load_prefs(tmp_path, json.dumps([_pref(images=bad)]))
+
+
 def test_missing_weights_are_accepted_as_no_weight(tmp_path: Path) -> None:
     row = _pref()
     del row["weights"]

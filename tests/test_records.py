@@ -92,14 +92,17 @@ def test_sharegpt_json_with_and_without_ids(tmp_path, image_root):
         {"conversations": _turns("<image>Q1"), "images": ["sub/ok.png"]},
         {"id": "x", "conversations": _turns("<image>Q2"), "images": ["sub/ok.png"]},
         {"conversations": _turns("<image>Q3"), "images": ["sub/ok.png", "sub/ok.png"]},
+        # The reference scripts' generators write one path as a plain string.
+        {"id": "s", "conversations": _turns("<image>Q4"), "images": "sub/ok.png"},
+        {"id": "e", "conversations": _turns("<image>Q5"), "images": ""},
     ]
     source = tmp_path / "data.json"
     source.write_text(json.dumps(rows))
     result = load_records(source, "sharegpt", image_root)
-    assert [r.id for r in result.records] == ["data-0", "x"]
-    assert [r.question for r in result.records] == ["Q1", "Q2"]
-    assert len(result.rejects) == 1 and result.rejects[0].record == 2
-    assert result.rejects[0].field == "images"
+    assert [r.id for r in result.records] == ["data-0", "x", "s"]
+    assert [r.question for r in result.records] == ["Q1", "Q2", "Q4"]
+    assert result.records[2].image == result.records[0].image
+    assert [(r.record, r.field) for r in result.rejects] == [(2, "images"), (4, "images")]
 
 
 def test_too_many_invalid_records_stop_the_run_naming_the_rejects_file(tmp_path, image_root):

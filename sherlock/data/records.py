@@ -124,6 +124,22 @@ def strip_image_token(text: str) -> str:
     return text.replace(IMAGE_TOKEN, "").strip()
 
 
+ONE_IMAGE = "expected one image path: a string, or a list holding exactly one"
+
+
+def single_image(images: Any) -> str | None:
+    """The one image path of a ShareGPT-style ``images`` field, or None if it has not exactly one.
+
+    LLaMA-Factory and the reference scripts' generators also write a single path as a plain
+    string (``"images": "a.jpg"``); it reads as a one-image list.
+    """
+    if isinstance(images, str):
+        return images or None
+    if isinstance(images, list) and len(images) == 1 and isinstance(images[0], str):
+        return images[0] or None
+    return None
+
+
 def _candidate(
     obj: Any, form: str, path: Path, index: int, image_root: Path
 ) -> tuple[Record | None, Reject | None]:
@@ -143,10 +159,9 @@ def _candidate(
         if not isinstance(image, str) or not image:
             return reject("image", "missing or not a string", record_id)
     else:
-        images = obj.get("images")
-        if not isinstance(images, list) or len(images) != 1 or not isinstance(images[0], str):
-            return reject("images", "expected a list with exactly one image path", record_id)
-        image = images[0]
+        image = single_image(obj.get("images"))
+        if image is None:
+            return reject("images", ONE_IMAGE, record_id)
     problem = _conversation_problem(obj.get("conversations"))
     if problem:
         return reject(*problem, record_id)

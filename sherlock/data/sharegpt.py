@@ -10,7 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sherlock.data.records import IMAGE_TOKEN, Record, SourceDataError, strip_image_token
+from sherlock.data.records import (
+    IMAGE_TOKEN,
+    ONE_IMAGE,
+    Record,
+    SourceDataError,
+    single_image,
+    strip_image_token,
+)
 from sherlock.runtime import atomic
 
 
@@ -40,11 +47,13 @@ def record_to_sft_row(record: Record) -> dict:
 def sft_row_to_record(row: dict, origin: str = "dataset") -> Record:
     """Back from an SFT row to a record (question without the image token)."""
     try:
-        turns, images = row["conversations"], row["images"]
+        turns, image = row["conversations"], single_image(row["images"])
+        if image is None:
+            raise ValueError(f"images: {ONE_IMAGE}")
         return Record(
-            str(row["id"]), images[0], strip_image_token(turns[0]["value"]), turns[-1]["value"]
+            str(row["id"]), image, strip_image_token(turns[0]["value"]), turns[-1]["value"]
         )
-    except (KeyError, IndexError, TypeError) as error:
+    except (KeyError, IndexError, TypeError, ValueError) as error:
         raise SourceDataError(
             f"{origin}: row {row.get('id', '?')} is not an SFT row: {error!r}"
         ) from error

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sherlock.data.records import IMAGE_TOKEN, strip_image_token
+from sherlock.data.records import IMAGE_TOKEN, ONE_IMAGE, single_image, strip_image_token
 
 
 class PreferenceDataError(ValueError):
@@ -127,10 +127,9 @@ def parse_preference_row(
         raise fail("prefix", "chosen does not start with its prefix")
     if not rejected.startswith(prefix_l):
         raise fail("prefix_l", "rejected does not start with its prefix_l")
-    images = row.get("images")
-    if not isinstance(images, list) or len(images) != 1 or not isinstance(images[0], str):
-        raise fail("images", "expected a list with exactly one image path")
-    image = images[0]
+    image = single_image(row.get("images"))
+    if image is None:
+        raise fail("images", ONE_IMAGE)
     if not Path(image).is_absolute() and not Path(image).exists():
         image = str(Path(image_root) / image)
     weight = _optional_number(row, "weights", fail, minimum=0.0, exclusive=True)
