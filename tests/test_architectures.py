@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from defaults import coefficients_of, perturbation  # noqa: E402
+from test_pref_training import make_examples  # noqa: E402
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sherlock.data.prompts import load_prompt
@@ -18,9 +20,6 @@ from sherlock.generation.base import GenerationRequest, SamplingParams
 from sherlock.generation.hf import TransformersBackend
 from sherlock.preference.arguments import SherlockConfig
 from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
-
-from defaults import coefficients_of, perturbation  # noqa: E402
-from test_pref_training import make_examples  # noqa: E402
 
 REFINE = load_prompt("refine")
 CONFIG = coefficients_of(perturbation({"recipe": "reference"}), 0.1, 0.025)
