@@ -1,0 +1,103 @@
+"""The two tiny presets, built for real: the paper preset's code paths on a tiny Llama-3.2-Vision
+(Mllama) and the Qwen2.5-VL preset's on a tiny Qwen2.5-VL.
+
+``tiny_mllama`` builds its whole default target (Stage I with LLaMA-Factory's ``mllama``
+template, Stage II and two online iterations with the Sherlock trainer under the ``paper``
+recipe, the llm judge on a tiny text model, two generation shards, every checkpoint evaluated,
+the report's figures), laid over with a smaller test size so the run stays within minutes; then
+``sherlock-correct`` answers on its ``iter2``. ``tiny_qwen25vl`` builds through ``offline``.
+The presets' own sizes are built by benchmarks/workflow_times.py (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_workflow import ROOT, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+PRESETS = ROOT / "config" / "presets"
+# Fewer records and questions than the presets: the test checks the code paths, not the scores.
+SMALLER = """
+synthetic: {n_train: 240, n_test: 40}
+splits: {d_a: 96, d_b: 32, pool: 48}
+online: {target_pairs: 48, min_pairs: 2}
+evaluation: {max_items: 12}
+"""
+
+
+def _build(workdir: Path, preset: str, target: str) -> Path:
+    (workdir / "smaller.yaml").write_text(SMALLER)
+    config = ["--configfile", str(PRESETS / preset), "smaller.yaml"]
+    result = snakemake(workdir, "--cores", "2", target, *config)
+    (workdir / "run.log").write_text(result.stdout + result.stderr)
+    assert planned_jobs(workdir, target, *config) == {}  # complete: nothing left to do
+    return workdir / "results" / preset.removesuffix(".yaml")
+
+
+@pytest.fixture(scope="module")
+def mllama_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory.mktemp("tiny_mllama"), "tiny_mllama.yaml", "all")
+
+
+def test_mllama_preset_builds_every_stage_on_the_paper_paths(mllama_run: Path) -> None:
+    base = json.loads((mllama_run / "models" / "base" / "tiny_model.json").read_text())
+    assert base["architecture"] == "mllama" and base["template"] == "mllama"
+    r0_yaml = yaml.safe_load((mllama_run / "llamafactory" / "r0" / "train.yaml").read_text())
+    assert r0_yaml["template"] == "mllama"
+    for stage in ("r0", "sft", "offline", "iter1", "iter2"):
+        config = json.loads((mllama_run / "models" / stage / "config.json").read_text())
+        assert config["architectures"] == ["MllamaForConditionalGeneration"], stage
+    # the paper recipe drew the pairs: truncation points 1-4, ε in [0, 1]
+    prefs = json.loads((mllama_run / "data" / "offline_prefs.json").read_text())
+    assert prefs and {row["truncation"] for row in prefs} <= {1, 2, 3, 4}
+    assert all(0.0 <= row["noise_level"] <= 1.0 for row in prefs)
+    # the llm judge ran on the tiny text model built here
+    judge = json.loads((mllama_run / "models" / "judge" / "tiny_judge.json").read_text())
+    assert judge["heldout_accuracy"] > 0.5
+    for k in (1, 2):
+        summary = yaml.safe_load((mllama_run / "online" / f"iter{k}" / "chosen_summary.yaml").read_text())
+        assert "judge" in json.dumps(summary)
+    # every checkpoint evaluated, every turn scored
+    rows = (mllama_run / "eval" / "accuracy.csv").read_text().splitlines()
+    checkpoints = {line.split(",")[0] for line in rows[1:]}
+    assert {"base", "r0", "sft", "offline", "iter1", "iter2"} <= checkpoints
+
+
+def test_sherlock_correct_answers_on_the_mllama_iter2(mllama_run: Path) -> None:
+    command = Path(sys.executable).with_name("sherlock-correct")
+    row = json.loads((mllama_run / "synthetic" / "test.jsonl").read_text().split("\n")[0])
+    result = subprocess.run(
+        [
+            str(command),
+            "--model",
+            str(mllama_run / "models" / "iter2"),
+            "--image",
+            str(mllama_run / "synthetic" / row["image"]),
+            "--question",
+            row["conversations"][0]["value"].replace("<image>", "").strip(),
+            "--rounds",
+            "2",
+            "--max-new-tokens",
+            "96",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.count("--- answer: ") == 3
+
+
+def test_qwen25vl_preset_builds_through_offline(tmp_path: Path) -> None:
+    results = _build(tmp_path, "tiny_qwen25vl.yaml", "offline")
+    for stage in ("r0", "sft", "offline"):
+        config = json.loads((results / "models" / stage / "config.json").read_text())
+        assert config["architectures"] == ["Qwen2_5_VLForConditionalGeneration"], stage
+    summary = (results / "logs").glob("offline*.log")
+    assert any("mean training loss" in p.read_text() or p.stat().st_size for p in summary)
