@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_pref_training import CONFIG, make_examples
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sherlock.data.prompts import load_prompt
 from sherlock.preference.arguments import SherlockConfig
 from sherlock.preference.freezing import forbidden_modules, freeze
 from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
-from test_pref_training import CONFIG, make_examples
 
 VISION = ("model.visual.patch_embed.", "model.visual.blocks.")
 PROJECTOR = ("model.visual.merger.",)
