@@ -152,9 +152,28 @@ def preference_hparams(stage):
     return merged(config["preference"]["common"], config["preference"][stage])
 
 
+def pair_fit_options(stage):
+    """What a pair-building job needs to leave out the records the training of ``stage``
+    ('offline' or 'online') could not fit: its cutoff_len and the refine prompt."""
+    cutoff = preference_hparams(stage).get("cutoff_len")
+    option = f"--cutoff-len {cutoff}" if cutoff else ""
+    return f"{option} {refine_prompt_option()}".strip()
+
+
 def refine_prompt_option():
     refine = config["prompts"]["refine"]
     return f"--refine-prompt {shlex.quote(refine)}" if refine else ""
+
+
+def image_pixel_options():
+    """The one image size of every stage: sft.common's limits (LLaMA-Factory's defaults when
+    null), which Stage I trains at, every generating job answers at (images.fit_pixels) and the
+    preference stages train at (their run files)."""
+    pixels = config["sft"]["common"]
+    return (
+        f"--image-min-pixels {pixels.get('image_min_pixels') or LLAMAFACTORY_MIN_PIXELS}"
+        f" --image-max-pixels {pixels.get('image_max_pixels') or LLAMAFACTORY_MAX_PIXELS}"
+    )
 
 
 def generation_options(sampling):
@@ -163,16 +182,13 @@ def generation_options(sampling):
     One string, so a change to any of them reruns the job (Snakemake's params trigger).
     """
     gen = config["generation"]
-    # The models answer at the resolution LLaMA-Factory trains them at (images.fit_pixels).
-    pixels = config["sft"]["common"]
     options = (
         f"--backend {gen['backend']} --batch-size {gen['batch_size']}"
         f" --chunk-size {gen['chunk_size']}"
         f" --max-new-tokens {gen['max_new_tokens']} --dtype {gen['dtype']}"
         f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
         f" --seed {config['seed']}"
-        f" --image-min-pixels {pixels.get('image_min_pixels') or LLAMAFACTORY_MIN_PIXELS}"
-        f" --image-max-pixels {pixels.get('image_max_pixels') or LLAMAFACTORY_MAX_PIXELS}"
+        f" {image_pixel_options()}"
         + (" --trust-remote-code" if config["base_model"]["trust_remote_code"] else "")
     )
     return f"{options}{vllm_options()}"

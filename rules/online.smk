@@ -97,6 +97,7 @@ rule rejected:
         script=script("build_online_prefs"),
         generation=generation_options("continuation"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
+        fit=pair_fit_options("online"),
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
@@ -111,7 +112,8 @@ rule rejected:
         gpu_launch(
             "{params.script:q}"
             " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
-            " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.io}"
+            " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.fit}"
+            " {params.io}"
             " > {log:q} 2>&1"
         )
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from trl.trainer.utils import selective_log_softmax
 
 from sherlock.data.chat import render_prompt
 from sherlock.data.images import fit_pixels
@@ -191,6 +190,9 @@ def collate_sequences(sequences: list[dict[str, torch.Tensor]], pad_id: int) -> 
 
 def sequence_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed target log-probabilities and target token counts, one per sequence."""
+    # Here, not at the top: the pair builders encode in the vLLM environment, which has no TRL.
+    from trl.trainer.utils import selective_log_softmax
+
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     # The LM head runs only from the position predicting the batch's earliest target token on:
