@@ -21,10 +21,13 @@ from sherlock.config import (
     stack_problem,
     validate_config,
 )
+from sherlock.config_paths import check_paths, workflow_file
 from sherlock.data.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
 
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    # Every model, data file and DeepSpeed config exists (sherlock.config_paths), before any job.
+    check_paths(config, workflow.basedir)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
@@ -130,8 +133,16 @@ def base_model_input():
     return path if os.path.isdir(path) else []
 
 
+def with_workflow_files(hparams):
+    """``hparams`` with its DeepSpeed config read from the workflow folder when relative, so a
+    run from another directory (--directory) finds config/deepspeed/*.json."""
+    if hparams.get("deepspeed"):
+        return {**hparams, "deepspeed": workflow_file(hparams["deepspeed"], workflow.basedir)}
+    return hparams
+
+
 def sft_hparams(run):
-    return merged(config["sft"]["common"], config["sft"][run])
+    return with_workflow_files(merged(config["sft"]["common"], config["sft"][run]))
 
 
 def source_file():
@@ -149,7 +160,7 @@ def offline_source_split():
 
 
 def preference_hparams(stage):
-    return merged(config["preference"]["common"], config["preference"][stage])
+    return with_workflow_files(merged(config["preference"]["common"], config["preference"][stage]))
 
 
 def pair_fit_options(stage):
@@ -320,10 +331,12 @@ def shard_inputs(main_output):
 
 
 def generation_resources():
-    """A generating job's tags: one GPU's worth when it generates, none when it only gathers."""
+    """A generating job's tags: one GPU's worth when it generates; when it only gathers the
+    shards' chunks (and, for the pairs, measures them against cutoff_len with the processor),
+    loading no model, the light resources.gather ones."""
     if SHARDS == 1:
         return job_resources("generate")
-    return {**job_resources("generate"), "gpu": 0}
+    return job_resources("gather")
 
 
 def gather_io(**flags):

@@ -20,7 +20,7 @@ rule offline_prefs:
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
-    threads: config["resources"]["generate"]["cpus_per_task"]
+    threads: generation_resources()["cpus_per_task"]
     log:
         log_file("offline_prefs"),
     benchmark:
@@ -45,6 +45,7 @@ use rule offline_prefs as offline_prefs_shard with:
         io=shard_io("image-dir", "output", "summary"),
     resources:
         **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "offline_prefs_shard{shard}.log"),
     benchmark:

@@ -18,7 +18,7 @@ rule candidates:
         io=gather_io(output="data"),
     resources:
         **generation_resources(),
-    threads: config["resources"]["generate"]["cpus_per_task"]
+    threads: generation_resources()["cpus_per_task"]
     log:
         res("logs", "candidates_iter{k}.log"),
     benchmark:
@@ -43,6 +43,7 @@ use rule candidates as candidates_shard with:
         io=shard_io("output"),
     resources:
         **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "candidates_iter{k}_shard{shard}.log"),
     benchmark:
@@ -101,7 +102,7 @@ rule rejected:
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
-    threads: config["resources"]["generate"]["cpus_per_task"]
+    threads: generation_resources()["cpus_per_task"]
     log:
         res("logs", "rejected_iter{k}.log"),
     benchmark:
@@ -128,6 +129,7 @@ use rule rejected as rejected_shard with:
         io=shard_io("image-dir", "output", "summary"),
     resources:
         **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "rejected_iter{k}_shard{shard}.log"),
     benchmark:

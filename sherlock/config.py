@@ -56,6 +56,8 @@ def cross_field_problems(config: dict) -> list[str]:
             "resources.generate.nodes: a generating job runs on one node; spread generation "
             "with generation.shards instead"
         )
+    if config["resources"]["gather"].get("nodes", 1) > 1:
+        problems.append("resources.gather.nodes: a gathering job runs on one node")
     for run in ("r0", "sherlock_sft"):
         for key in ("image_min_pixels", "image_max_pixels"):
             if config["sft"][run].get(key) is not None:

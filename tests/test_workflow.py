@@ -106,7 +106,10 @@ def test_the_iteration_count_decides_the_targets(tmp_path):
     assert set(planned_jobs(tmp_path, "r0")) == STAGE_I - {"sherlock_sft_data", "sft_config", "sft"}
 
 
-def test_dry_run_of_the_paper_preset(tmp_path):
+def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
+    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
+    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")  # the plan needs the file to exist, not its content
@@ -144,9 +147,12 @@ def test_dry_run_of_the_paper_preset(tmp_path):
     assert "python -m sherlock.runtime.gpu_slots --count 1 -- python" in plan
 
 
-def test_dry_run_of_the_qwen_preset(tmp_path):
+def test_dry_run_of_the_qwen_preset(tmp_path, monkeypatch):
     """Qwen2.5-VL-7B with vLLM: generating jobs (8 one-GPU shards) in the vLLM environment's
     Python named by the preset, trainings on 8 GPUs in this one, images at LLaMA-Factory's size."""
+    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
+    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")
