@@ -195,9 +195,7 @@ def fitting_rows(
         return rows, []
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(
-        args.model, trust_remote_code=args.trust_remote_code
-    )
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     examples = [parse_preference_row(row, n, args.output) for n, row in enumerate(rows)]
     pixels = (args.image_min_pixels or 1, args.image_max_pixels) if args.image_max_pixels else None
     refine = load_prompt("refine", args.refine_prompt)

@@ -207,9 +207,7 @@ class SherlockTrainer(Trainer):
         return self.accelerator.gather(values.to(self.args.device)).cpu()
 
     def _share(self) -> list[int]:
-        return process_share(
-            len(self.train_dataset), self.args.process_index, self.args.world_size
-        )
+        return process_share(len(self.train_dataset), self.args.process_index, self.args.world_size)
 
     def check_lengths(self) -> None:
         """Refuse to train when a record's context cannot fit ``cutoff_len``, naming them all.
