@@ -273,10 +273,15 @@ class SherlockTrainer(Trainer):
             share[done : done + rows] = logps.view(-1, N_SEQ).float().cpu()
             done += rows
         model.train(was_training)
-        positions = self._gather(torch.tensor(indices, dtype=torch.long))
-        values = self._gather(share)
+        positions = torch.tensor(indices, dtype=torch.long)
+        # The repeats that only keep the processes in step are not written: padding differs
+        # between batches, so in bf16 a repeat need not equal the record's own row bit for bit.
+        own = len(range(self.args.process_index, len(dataset), self.args.world_size))
+        positions[own:] = -1
+        positions, values = self._gather(positions), self._gather(share)
         table = torch.zeros(len(dataset), N_SEQ)
-        table[positions] = values  # a repeated index carries the same values twice
+        written = positions >= 0
+        table[positions[written]] = values[written]
         dataset.reference_logps = table
         return table
 
