@@ -78,3 +78,29 @@ def test_one_record_has_the_same_vision_inputs_in_every_stage(
     # Without the limits the trainer would see another picture: the check above can fail.
     unscaled = encode_example(processor, record, load_prompt("refine"))[0]["vision"]
     assert unscaled["image_grid_thw"].tolist() != [[1, 4, 4]]
+
+
+def test_the_preference_run_file_carries_stage_one_limits(tmp_path: Path) -> None:
+    """What the offline_config / iter_config rules render reaches the trainer's dataset."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+    from defaults import DEFAULT_CONFIG
+
+    from sherlock.preference.run import RUN_KEYS, image_pixels
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "train.yaml"
+    command = [sys.executable, str(root / "workflow_scripts" / "render_sherlock_run.py")]
+    command += ["--model", "m", "--data", "d.json", "--hparams", json.dumps({"cutoff_len": 64})]
+    command += ["--perturbation", json.dumps(DEFAULT_CONFIG["perturbation"]), "--seed", "1"]
+    command += ["--output-dir", "out", "--run-file", str(run)]
+    command += ["--checkpointing", json.dumps(DEFAULT_CONFIG["checkpointing"])]
+    command += ["--image-min-pixels", str(PIXELS[0]), "--image-max-pixels", str(PIXELS[1])]
+    subprocess.run(command, check=True, capture_output=True)
+    rendered = yaml.safe_load(run.read_text())
+    assert "image_min_pixels" in RUN_KEYS and "image_max_pixels" in RUN_KEYS
+    assert image_pixels(rendered) == PIXELS
+    assert image_pixels({}) is None  # a run file of another tool: images as stored
