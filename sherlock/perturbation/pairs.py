@@ -225,15 +225,14 @@ def build_pair_file(
         kept, too_long = fitting_rows(rows, args)
         write_json(args.output, kept)
         stats = pair_stats(kept)
-        if too_long:
-            stats["left_out_too_long"] = {"count": len(too_long), "records": too_long}
-        atomic.write_yaml(args.summary, stats)
         step, line = summary_line({"recipe": config.recipe, **stats})
         if too_long:
+            stats["left_out_too_long"] = {"count": len(too_long), "records": too_long}
             line += (
                 f"; {len(too_long)} left out, longer than cutoff_len {args.cutoff_len} "
                 f"(named in {args.summary})"
             )
+        atomic.write_yaml(args.summary, stats)
         return step, line
 
     finish_job(args, backend, write_outputs)
