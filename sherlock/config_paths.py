@@ -54,7 +54,7 @@ def model_problem(
     if hub_offline(environ) and not in_hub_cache(value, cache_dir):
         return (
             f"{key}: {value} is neither a local folder nor in the local Hugging Face cache, and "
-            f"HF_HUB_OFFLINE is set: download it first (huggingface-cli download {value}), "
+            f"HF_HUB_OFFLINE is set: download it first (hf download {value}), "
             "give a local folder, or unset HF_HUB_OFFLINE"
         )
     return None
