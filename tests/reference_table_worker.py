@@ -4,8 +4,9 @@
 
 Builds the Sherlock trainer on the preference file as the workflow does, then, in this process:
 the length check at ``CUTOFF`` tokens (its error message, if any, goes to OUT/error<rank>.txt),
-and the reference table (OUT/table.safetensors from rank 0). OUT/records<rank>.json lists the
-records this process encoded for the table.
+and the reference table of every record, then of all but the last (OUT/table.safetensors from
+rank 0: ``table``, ``odd``). OUT/records<rank>.json lists the records this process encoded for
+the first table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, S
 
 sys.path.insert(0, str(Path(__file__).parent))
 from defaults import coefficients_of, perturbation  # noqa: E402
+
+CONFIG = coefficients_of(perturbation({"recipe": "reference"}))
 
 
 class CountingDataset(PreferenceDataset):
@@ -56,11 +59,7 @@ def main() -> None:
         use_cpu=True,
     )
     dataset = CountingDataset(
-        load_preferences(prefs, "."),
-        processor,
-        load_prompt("refine"),
-        coefficients_of(perturbation({"recipe": "reference"})),
-        cutoff,
+        load_preferences(prefs, "."), processor, load_prompt("refine"), CONFIG, cutoff
     )
     dataset.encoded = []
     trainer = SherlockTrainer(
@@ -78,8 +77,15 @@ def main() -> None:
     dataset.cutoff_len = None
     table = trainer.precompute_reference()
     (out / f"records{rank}.json").write_text(json.dumps(sorted(dataset.encoded)))
+    # An odd count: one process repeats a record to stay in step; the repeat is not written.
+    odd = PreferenceDataset(
+        dataset.examples[:-1], processor, dataset.refine_template, CONFIG, None
+    )
+    trainer.train_dataset = odd
+    odd_table = trainer.precompute_reference()
     if rank == 0:
-        save_file({"table": table.contiguous()}, str(out / "table.safetensors"))
+        tables = {"table": table.contiguous(), "odd": odd_table.contiguous()}
+        save_file(tables, str(out / "table.safetensors"))
 
 
 if __name__ == "__main__":

@@ -55,10 +55,14 @@ def test_two_processes_build_the_one_process_table_each_doing_half(
     torchrun = Path(sys.executable).parent / "torchrun"
     _run([str(torchrun), "--standalone", "--nproc_per_node=2", *base, str(two), str(cutoff)])
 
-    alone = load_file(str(one / "table.safetensors"))["table"]
-    shared = load_file(str(two / "table.safetensors"))["table"]
-    assert alone.shape == (6, 10) and bool((alone < 0).all())
-    torch.testing.assert_close(shared, alone, rtol=1e-5, atol=1e-5)
+    alone = load_file(str(one / "table.safetensors"))
+    shared = load_file(str(two / "table.safetensors"))
+    assert alone["table"].shape == (6, 10) and bool((alone["table"] < 0).all())
+    torch.testing.assert_close(shared["table"], alone["table"], rtol=1e-5, atol=1e-5)
+    # five records over two processes: 3 + 2 (+ 1 repeat), the same table as one process's
+    assert alone["odd"].shape == (5, 10)
+    torch.testing.assert_close(shared["odd"], alone["odd"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone["odd"], alone["table"][:5], rtol=1e-5, atol=1e-5)
     assert json.loads((one / "records0.json").read_text()) == list(range(6))
     assert json.loads((two / "records0.json").read_text()) == [0, 2, 4]  # half each
     assert json.loads((two / "records1.json").read_text()) == [1, 3, 5]
