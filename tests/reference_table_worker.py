@@ -78,9 +78,7 @@ def main() -> None:
     table = trainer.precompute_reference()
     (out / f"records{rank}.json").write_text(json.dumps(sorted(dataset.encoded)))
     # An odd count: one process repeats a record to stay in step; the repeat is not written.
-    odd = PreferenceDataset(
-        dataset.examples[:-1], processor, dataset.refine_template, CONFIG, None
-    )
+    odd = PreferenceDataset(dataset.examples[:-1], processor, dataset.refine_template, CONFIG, None)
     trainer.train_dataset = odd
     odd_table = trainer.precompute_reference()
     if rank == 0:
