@@ -21,10 +21,13 @@ from sherlock.config import (
     stack_problem,
     validate_config,
 )
+from sherlock.config_paths import check_paths, workflow_file
 from sherlock.data.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
 
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    # Every model, data file and DeepSpeed config exists (sherlock.config_paths), before any job.
+    check_paths(config, workflow.basedir)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
@@ -130,8 +133,16 @@ def base_model_input():
     return path if os.path.isdir(path) else []
 
 
+def with_workflow_files(hparams):
+    """``hparams`` with its DeepSpeed config read from the workflow folder when relative, so a
+    run from another directory (--directory) finds config/deepspeed/*.json."""
+    if hparams.get("deepspeed"):
+        return {**hparams, "deepspeed": workflow_file(hparams["deepspeed"], workflow.basedir)}
+    return hparams
+
+
 def sft_hparams(run):
-    return merged(config["sft"]["common"], config["sft"][run])
+    return with_workflow_files(merged(config["sft"]["common"], config["sft"][run]))
 
 
 def source_file():
@@ -149,12 +160,31 @@ def offline_source_split():
 
 
 def preference_hparams(stage):
-    return merged(config["preference"]["common"], config["preference"][stage])
+    return with_workflow_files(merged(config["preference"]["common"], config["preference"][stage]))
+
+
+def pair_fit_options(stage):
+    """What a pair-building job needs to leave out the records the training of ``stage``
+    ('offline' or 'online') could not fit: its cutoff_len and the refine prompt."""
+    cutoff = preference_hparams(stage).get("cutoff_len")
+    option = f"--cutoff-len {cutoff}" if cutoff else ""
+    return f"{option} {refine_prompt_option()}".strip()
 
 
 def refine_prompt_option():
     refine = config["prompts"]["refine"]
     return f"--refine-prompt {shlex.quote(refine)}" if refine else ""
+
+
+def image_pixel_options():
+    """The one image size of every stage: sft.common's limits (LLaMA-Factory's defaults when
+    null), which Stage I trains at, every generating job answers at (images.fit_pixels) and the
+    preference stages train at (their run files)."""
+    pixels = config["sft"]["common"]
+    return (
+        f"--image-min-pixels {pixels.get('image_min_pixels') or LLAMAFACTORY_MIN_PIXELS}"
+        f" --image-max-pixels {pixels.get('image_max_pixels') or LLAMAFACTORY_MAX_PIXELS}"
+    )
 
 
 def generation_options(sampling):
@@ -163,16 +193,13 @@ def generation_options(sampling):
     One string, so a change to any of them reruns the job (Snakemake's params trigger).
     """
     gen = config["generation"]
-    # The models answer at the resolution LLaMA-Factory trains them at (images.fit_pixels).
-    pixels = config["sft"]["common"]
     options = (
         f"--backend {gen['backend']} --batch-size {gen['batch_size']}"
         f" --chunk-size {gen['chunk_size']}"
         f" --max-new-tokens {gen['max_new_tokens']} --dtype {gen['dtype']}"
         f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
         f" --seed {config['seed']}"
-        f" --image-min-pixels {pixels.get('image_min_pixels') or LLAMAFACTORY_MIN_PIXELS}"
-        f" --image-max-pixels {pixels.get('image_max_pixels') or LLAMAFACTORY_MAX_PIXELS}"
+        f" {image_pixel_options()}"
         + (" --trust-remote-code" if config["base_model"]["trust_remote_code"] else "")
     )
     return f"{options}{vllm_options()}"
@@ -312,10 +339,12 @@ def shard_inputs(main_output):
 
 
 def generation_resources():
-    """A generating job's tags: one GPU's worth when it generates, none when it only gathers."""
+    """A generating job's tags: one GPU's worth when it generates; when it only gathers the
+    shards' chunks (and, for the pairs, measures them against cutoff_len with the processor),
+    loading no model, the light resources.gather ones."""
     if SHARDS == 1:
         return job_resources("generate")
-    return {**job_resources("generate"), "gpu": 0}
+    return job_resources("gather")
 
 
 def gather_io(**flags):

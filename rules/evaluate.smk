@@ -46,7 +46,7 @@ rule evaluate:
         io=gather_io(responses="responses", summary="summary"),
     resources:
         **generation_resources(),
-    threads: config["resources"]["generate"]["cpus_per_task"]
+    threads: generation_resources()["cpus_per_task"]
     log:
         res("logs", "evaluate_{benchmark}_{checkpoint}.log"),
     benchmark:
@@ -75,6 +75,7 @@ use rule evaluate as evaluate_shard with:
         io=shard_io("responses", "summary"),
     resources:
         **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "evaluate_{benchmark}_{checkpoint}_shard{shard}.log"),
     benchmark:

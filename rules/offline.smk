@@ -16,10 +16,11 @@ rule offline_prefs:
         script=script("build_offline_prefs"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         generation=generation_options("continuation"),
+        fit=pair_fit_options("offline"),
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
-    threads: config["resources"]["generate"]["cpus_per_task"]
+    threads: generation_resources()["cpus_per_task"]
     log:
         log_file("offline_prefs"),
     benchmark:
@@ -30,7 +31,7 @@ rule offline_prefs:
         gpu_launch(
             "{params.script:q}"
             " --model {input.model:q} --data {input.data:q} {params.generation}"
-            " --perturbation {params.perturbation:q} {params.io} > {log:q} 2>&1"
+            " --perturbation {params.perturbation:q} {params.fit} {params.io} > {log:q} 2>&1"
         )
 
 
@@ -44,6 +45,7 @@ use rule offline_prefs as offline_prefs_shard with:
         io=shard_io("image-dir", "output", "summary"),
     resources:
         **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "offline_prefs_shard{shard}.log"),
     benchmark:
@@ -68,6 +70,7 @@ rule offline_config:
         scratch=res("models", "offline.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
         remote_code=remote_code_option(),
+        pixels=image_pixel_options(),
     log:
         log_file("offline_config"),
     conda:
@@ -76,7 +79,8 @@ rule offline_config:
         "{params.python} {params.script:q} --model {input.model:q} --data {input.data:q}"
         " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
         " --seed {params.seed:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code} --run-file"
+        " --checkpointing {params.checkpointing:q} {params.remote_code} {params.pixels}"
+        " --run-file"
         " {output.run:q} > {log:q} 2>&1"
 
 

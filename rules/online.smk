@@ -18,7 +18,7 @@ rule candidates:
         io=gather_io(output="data"),
     resources:
         **generation_resources(),
-    threads: config["resources"]["generate"]["cpus_per_task"]
+    threads: generation_resources()["cpus_per_task"]
     log:
         res("logs", "candidates_iter{k}.log"),
     benchmark:
@@ -43,6 +43,7 @@ use rule candidates as candidates_shard with:
         io=shard_io("output"),
     resources:
         **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "candidates_iter{k}_shard{shard}.log"),
     benchmark:
@@ -97,10 +98,11 @@ rule rejected:
         script=script("build_online_prefs"),
         generation=generation_options("continuation"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
+        fit=pair_fit_options("online"),
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
-    threads: config["resources"]["generate"]["cpus_per_task"]
+    threads: generation_resources()["cpus_per_task"]
     log:
         res("logs", "rejected_iter{k}.log"),
     benchmark:
@@ -111,7 +113,8 @@ rule rejected:
         gpu_launch(
             "{params.script:q}"
             " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
-            " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.io}"
+            " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.fit}"
+            " {params.io}"
             " > {log:q} 2>&1"
         )
 
@@ -126,6 +129,7 @@ use rule rejected as rejected_shard with:
         io=shard_io("image-dir", "output", "summary"),
     resources:
         **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "rejected_iter{k}_shard{shard}.log"),
     benchmark:

@@ -78,7 +78,7 @@ rule sherlock_sft_data:
         io=gather_io(output="data"),
     resources:
         **generation_resources(),
-    threads: config["resources"]["generate"]["cpus_per_task"]
+    threads: generation_resources()["cpus_per_task"]
     log:
         log_file("sherlock_sft_data"),
     benchmark:
@@ -103,6 +103,7 @@ use rule sherlock_sft_data as sherlock_sft_data_shard with:
         io=shard_io("output"),
     resources:
         **job_resources("generate"),
+    threads: config["resources"]["generate"]["cpus_per_task"]
     log:
         res("logs", "sherlock_sft_data_shard{shard}.log"),
     benchmark:

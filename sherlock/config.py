@@ -56,6 +56,15 @@ def cross_field_problems(config: dict) -> list[str]:
             "resources.generate.nodes: a generating job runs on one node; spread generation "
             "with generation.shards instead"
         )
+    if config["resources"]["gather"].get("nodes", 1) > 1:
+        problems.append("resources.gather.nodes: a gathering job runs on one node")
+    for run in ("r0", "sherlock_sft"):
+        for key in ("image_min_pixels", "image_max_pixels"):
+            if config["sft"][run].get(key) is not None:
+                problems.append(
+                    f"sft.{run}.{key}: set it in sft.common only, the one image size of every "
+                    "stage (generation and preference training use it too)"
+                )
     if config["online"]["min_pairs"] > config["online"]["target_pairs"]:
         problems.append("online.min_pairs: larger than online.target_pairs")
     evaluation = config["evaluation"]

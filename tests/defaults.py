@@ -16,6 +16,7 @@ DEFAULT_CONFIG: dict[str, Any] = yaml.safe_load(
     (ROOT / "config" / "config.yaml").read_text(encoding="utf-8")
 )
 PREFERENCE = DEFAULT_CONFIG["preference"]["common"]
+FREEZE_KEYS = ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model")
 
 
 def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +50,9 @@ def coefficients_of(config: PerturbationConfig, beta: float | None = None,
 
 def objective_keys() -> dict[str, Any]:
     """What every run file of the preference rules carries besides paths and schedule: the
-    objective's keys as the config names them, and the perturbation section."""
+    objective's keys as the config names them, what it freezes, and the perturbation section."""
     keys = ("pref_beta", "pref_beta_refine", "dpo_coef", "sc_coef", "pref_ftx", "bf16")
+    keys += FREEZE_KEYS
     return {
         **{key: PREFERENCE[key] for key in keys},
         "perturbation": perturbation_section(),

@@ -68,6 +68,28 @@ def test_paper_preset_keeps_the_papers_objective_and_hyper_parameters(config):
     assert offline["bf16"] is True and offline["deepspeed"].endswith("ds_z3_offload.json")
     assert (offline["dpo_coef"], offline["sc_coef"]) == (0.2, 0.8)
     assert paper["perturbation"]["recipe"] == "paper"
+    # the authors' preference runs froze the vision tower and projector, as their Stage I did
+    for stage in ("offline", "online"):
+        hparams = merged(paper["preference"]["common"], paper["preference"][stage])
+        assert hparams["freeze_vision_tower"] is hparams["freeze_multi_modal_projector"] is True
+        assert hparams["freeze_language_model"] is False
+    assert paper["sft"]["common"]["freeze_vision_tower"] is True
+    # one image size: at most 768 × 768, the authors' image_resolution
+    assert paper["sft"]["common"]["image_max_pixels"] == 768 * 768
+    # a pool that keeps 5k pairs at an acceptance rate of 50%
+    assert paper["splits"]["pool"] == 2 * paper["online"]["target_pairs"] == 10000
+
+
+def test_image_size_is_set_in_sft_common_only(config):
+    config["sft"]["r0"]["image_max_pixels"] = 1024
+    with pytest.raises(ConfigError, match=r"sft\.r0\.image_max_pixels: set it in sft\.common"):
+        validate_config(config, SCHEMA)
+
+
+def test_the_preference_freeze_keys_are_required(config):
+    del config["preference"]["common"]["freeze_vision_tower"]
+    with pytest.raises(ConfigError, match=r"freeze_vision_tower"):
+        validate_config(config, SCHEMA)
 
 
 def test_evaluation_settings_are_checked(config):

@@ -137,9 +137,12 @@ def test_generating_jobs_run_in_the_generation_stack(tmp_path):
 
 
 @pytest.mark.workflow
-def test_the_llm_judge_runs_on_the_generation_backend_in_its_stack(tmp_path):
+def test_the_llm_judge_runs_on_the_generation_backend_in_its_stack(tmp_path, monkeypatch):
     """docs/method.md §7.2: the llm judge runs through the same generation backend, so with vLLM
     it is a vLLM engine in the vLLM stack; the exact judge stays in the training stack."""
+    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
+    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     vllm_python = tmp_path / "vllm env" / "bin" / "python"
     vllm_python.parent.mkdir(parents=True)
     vllm_python.symlink_to(sys.executable)

@@ -163,9 +163,12 @@ def r0_plan(workdir: Path, *configfiles: str) -> str:
     return result.stdout.split("rule r0:")[1].split("\n\n")[0]
 
 
-def test_the_slurm_plugin_asks_for_n_nodes_with_their_gpus_and_one_task_each(tmp_path):
+def test_the_slurm_plugin_asks_for_n_nodes_with_their_gpus_and_one_task_each(tmp_path, monkeypatch):
     """The tags rules/common.smk gives a 2-node training (read from a dry run) make the plugin
     ask for 2 nodes, 2 tasks, 8 GPUs per node, and run the command without srun (mpi form)."""
+    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
+    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")

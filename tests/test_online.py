@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sherlock.data.prompts import load_prompt, refine_prompt
 from sherlock.data.records import Record
@@ -198,6 +199,18 @@ def test_too_few_pairs_stop_the_run_with_what_to_change(tmp_path: Path) -> None:
     result = subprocess.run([*command, "--min-pairs", "1"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert [row["id"] for row in json.loads((tmp_path / "chosen.json").read_text())] == ["a"]
+    # fewer than the target: the summary warns, with the pool that would reach it (1 of 2
+    # accepted: 20 items for 10 pairs)
+    warning = "kept 1 of the 10 pairs online.target_pairs asks for (1/2 accepted): about 20"
+    assert warning in yaml.safe_load((tmp_path / "summary.yaml").read_text())["warning"]
+    assert f"WARNING: {warning}" in result.stdout and f"WARNING: {warning}" in result.stderr
+    result = subprocess.run(
+        [*command[:-6], "--target", "1", *command[-4:], "--min-pairs", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in yaml.safe_load((tmp_path / "summary.yaml").read_text())
 
 
 def test_the_llm_judge_script_asks_the_text_model_of_its_backend(

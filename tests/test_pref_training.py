@@ -43,7 +43,7 @@ from sherlock.preference.trainer import (
 )
 
 REFINE = load_prompt("refine")
-from defaults import coefficients_of, objective_keys, perturbation  # noqa: E402
+from defaults import FREEZE_KEYS, coefficients_of, objective_keys, perturbation  # noqa: E402
 
 # β = 0.1, β_r = 0.025 (the embedded default's), reference recipe.
 CONFIG = coefficients_of(perturbation({"recipe": "reference"}), 0.1, 0.025)
@@ -337,6 +337,7 @@ def _trainer(tiny_model_dir: Path, tmp_path: Path, examples, processor, **overri
         report_to="none",
         seed=3,
         use_cpu=True,
+        **{key: overrides.pop(key, False) for key in FREEZE_KEYS},
         **overrides,
     )
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)

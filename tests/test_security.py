@@ -142,6 +142,10 @@ def test_every_config_path_reaches_the_shell_as_one_quoted_word(tmp_path: Path) 
     """Dry run of everything with hostile paths: each must come out of shell parsing whole."""
     prompt = f"{tmp_path}/prompt $(touch pwned_prompt)/refine 'x'.txt"
     judge = f"{tmp_path}/judge `touch pwned_judge` model"
+    # they exist: every config path is checked before any job (sherlock.config_paths)
+    Path(prompt).parent.mkdir()
+    Path(prompt).write_text((ROOT / "sherlock" / "data" / "prompts" / "refine.txt").read_text())
+    Path(judge).mkdir()
     overrides = tmp_path / "hostile.yaml"
     overrides.write_text(
         yaml.safe_dump(

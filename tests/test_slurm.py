@@ -116,7 +116,12 @@ def slurm_plan(workdir: Path, preset: str, target: str):
     return resources
 
 
-def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(cluster, tmp_path):
+def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(
+    cluster, tmp_path, monkeypatch
+):
+    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
+    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     resources = slurm_plan(tmp_path, "paper_llama32v.yaml", "iter1")
     for rule in ("r0", "sft", "offline", "iter_model"):
         assert "gpu=8" in resources(rule) and "cpus_per_task=64" in resources(rule)
@@ -125,7 +130,12 @@ def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(clus
     assert "gpu=0" in resources("sherlock_sft_data")  # the gather
 
 
-def test_the_qwen_preset_plans_its_gpu_requests_through_the_slurm_executor(cluster, tmp_path):
+def test_the_qwen_preset_plans_its_gpu_requests_through_the_slurm_executor(
+    cluster, tmp_path, monkeypatch
+):
+    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
+    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     resources = slurm_plan(tmp_path, "qwen25vl_7b.yaml", "iter2")
     for rule in ("r0", "sft", "offline", "iter_model"):
         assert "gpu=8" in resources(rule) and "runtime=1440" in resources(rule)

@@ -106,7 +106,10 @@ def test_the_iteration_count_decides_the_targets(tmp_path):
     assert set(planned_jobs(tmp_path, "r0")) == STAGE_I - {"sherlock_sft_data", "sft_config", "sft"}
 
 
-def test_dry_run_of_the_paper_preset(tmp_path):
+def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
+    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
+    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")  # the plan needs the file to exist, not its content
@@ -130,6 +133,18 @@ def test_dry_run_of_the_paper_preset(tmp_path):
     assert not {"evaluate", "accuracy_table", "heldout_benchmark"} & set(jobs)
     plan = snakemake(tmp_path, "-n", "iter2", "--configfile", str(PAPER), "-p").stdout
     assert "--judge llm --judge-model Qwen/Qwen2.5-7B-Instruct" in plan
+    # the preference runs freeze what the authors froze; the pool is sized for 5k kept pairs
+    for rule in ("offline_config", "iter_config"):
+        block = plan.split(f"rule {rule}:")[1].split("\n\n")[0]
+        assert '"freeze_vision_tower": true' in block
+        assert '"freeze_multi_modal_projector": true' in block
+        assert '"freeze_language_model": false' in block
+        assert "--image-min-pixels 1024 --image-max-pixels 589824" in block
+    assert "--pool 10000 --iterations 2" in plan and "--target 5000" in plan
+    # the pair steps leave out what the training's cutoff_len could not fit
+    assert plan.count("--cutoff-len 4096") >= 2
+    # the DeepSpeed file is found wherever snakemake runs (--directory)
+    assert str(ROOT / "config" / "deepspeed" / "ds_z3_offload.json") in plan
     assert "results/paper_llama32v/models/r0" in text
     # GPU jobs carry their resource tags
     r0_block = text.split("rule r0:")[1].split("\n\n")[0]
@@ -138,15 +153,19 @@ def test_dry_run_of_the_paper_preset(tmp_path):
     assert "gpu=1," in shard_block  # one model on one GPU; eight shards at once
     gather_block = text.split("rule sherlock_sft_data:")[1].split("\n\n")[0]
     assert "gpu=0," in gather_block  # gathering the shards' chunks loads no model
+    assert "mem_mb=16000" in gather_block and "cpus_per_task=4" in gather_block  # light
     assert jobs["sherlock_sft_data_shard"] == 8 and jobs["candidates_shard"] == 16
     # every GPU job starts through the device allocator, with its own tag as the count
     assert "python -m sherlock.runtime.gpu_slots --count 8 -- python" in plan
     assert "python -m sherlock.runtime.gpu_slots --count 1 -- python" in plan
 
 
-def test_dry_run_of_the_qwen_preset(tmp_path):
+def test_dry_run_of_the_qwen_preset(tmp_path, monkeypatch):
     """Qwen2.5-VL-7B with vLLM: generating jobs (8 one-GPU shards) in the vLLM environment's
     Python named by the preset, trainings on 8 GPUs in this one, images at LLaMA-Factory's size."""
+    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
+    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")

@@ -18,6 +18,8 @@ def main() -> None:
     parser.add_argument("--output-dir", required=True, help="scratch folder of the trainer")
     parser.add_argument("--checkpointing", required=True, help="JSON of config 'checkpointing'")
     parser.add_argument("--run-file", required=True)
+    parser.add_argument("--image-min-pixels", type=int, required=True, help="Stage I's limits")
+    parser.add_argument("--image-max-pixels", type=int, required=True)
     parser.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -35,6 +37,8 @@ def main() -> None:
         "output_dir": args.output_dir,
         "seed": args.seed,
         "trust_remote_code": args.trust_remote_code,
+        "image_min_pixels": args.image_min_pixels,
+        "image_max_pixels": args.image_max_pixels,
         **checkpoint_keys(json.loads(args.checkpointing)),
         "report_to": "none",
         **hparams,

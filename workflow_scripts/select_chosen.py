@@ -11,7 +11,7 @@ from sherlock.data.sharegpt import read_json, write_json
 from sherlock.generation import SamplingParams, load_text_backend
 from sherlock.generation.job import add_vllm_arguments
 from sherlock.online.judge import exact_equivalent, llm_equivalent
-from sherlock.online.self_consistency import select_chosen
+from sherlock.online.self_consistency import select_chosen, shortfall_warning
 from sherlock.runtime import atomic
 from sherlock.runtime.step_summary import stage_summary
 
@@ -78,13 +78,18 @@ def main() -> None:
         "target": args.target,
         **summary,
     }
+    warning = shortfall_warning(len(kept), args.target, len(candidates))
+    if warning:
+        summary["warning"] = warning
+        print(f"WARNING: {warning}", file=sys.stderr)
     if replies:
         summary["judge_replies_sample"] = replies[:5]
     print(f"chosen: {yaml.safe_dump(summary, sort_keys=False)}")
     stage_summary(
         f"chosen {args.candidates}",
         f"{summary['kept']}/{summary['candidates']} kept "
-        f"(acceptance {summary['acceptance_rate']:.1%}, {args.judge} judge)",
+        f"(acceptance {summary['acceptance_rate']:.1%}, {args.judge} judge)"
+        + (f"; WARNING: {warning}" if warning else ""),
     )
     if len(kept) < args.min_pairs:
         sys.exit(

@@ -99,3 +99,18 @@ def select_chosen(
     }
     assert summary["kept"] + sum(reasons.values()) == len(candidates)  # nothing vanishes
     return kept, summary
+
+
+def shortfall_warning(kept: int, target: int, candidates: int) -> str | None:
+    """A warning when fewer than ``target`` items were kept, with the pool that would have
+    reached it at this iteration's acceptance rate; None when the target was reached."""
+    if kept >= target:
+        return None
+    text = f"kept {kept} of the {target} pairs online.target_pairs asks for"
+    if kept:
+        needed = -(-target * candidates // kept)  # the pool at this acceptance rate
+        return (
+            f"{text} ({kept}/{candidates} accepted): about {needed} pool items per iteration "
+            "would reach it; raise splits.pool"
+        )
+    return f"{text}: none of the {candidates} candidates was accepted"

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from sherlock.data.prompts import load_prompt
 from sherlock.data.response import CONCLUSION_END, extract_answer
 from sherlock.data.sharegpt import write_json
 from sherlock.generation import GenerationBackend, GenerationRequest, SamplingParams
@@ -32,7 +33,8 @@ from sherlock.perturbation.recipes import (
     record_rng,
     truncate,
 )
-from sherlock.preference.records import PreferenceExample, preference_row
+from sherlock.preference.lengths import overlong_records
+from sherlock.preference.records import PreferenceExample, parse_preference_row, preference_row
 from sherlock.runtime import atomic
 
 
@@ -175,6 +177,31 @@ def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-dir", required=True, help="where perturbed images go")
     parser.add_argument("--output", required=True)
     parser.add_argument("--summary", required=True)
+    parser.add_argument(
+        "--cutoff-len",
+        type=int,
+        default=None,
+        help="the training's cutoff_len: records whose context cannot fit are left out",
+    )
+    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+
+
+def fitting_rows(
+    rows: list[dict[str, Any]], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows whose ten contexts fit ``--cutoff-len`` as the trainer will encode them (same
+    processor, refine prompt and image size), and one line per row left out."""
+    if args.cutoff_len is None or not rows:
+        return rows, []
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    examples = [parse_preference_row(row, n, args.output) for n, row in enumerate(rows)]
+    pixels = (args.image_min_pixels or 1, args.image_max_pixels) if args.image_max_pixels else None
+    refine = load_prompt("refine", args.refine_prompt)
+    too_long = overlong_records(processor, examples, refine, args.cutoff_len, pixels)
+    kept = [row for n, row in enumerate(rows) if n not in too_long]
+    return kept, list(too_long.values())
 
 
 def build_pair_file(
@@ -194,9 +221,18 @@ def build_pair_file(
     rows = generate_pairs(planned, backend, sampling, config, args.model, provenance)
 
     def write_outputs() -> tuple[str, str]:
-        write_json(args.output, rows)
-        stats = pair_stats(rows)
+        # Caught here, not in an 8-GPU job's reference pass: left out, counted and named.
+        kept, too_long = fitting_rows(rows, args)
+        write_json(args.output, kept)
+        stats = pair_stats(kept)
+        step, line = summary_line({"recipe": config.recipe, **stats})
+        if too_long:
+            stats["left_out_too_long"] = {"count": len(too_long), "records": too_long}
+            line += (
+                f"; {len(too_long)} left out, longer than cutoff_len {args.cutoff_len} "
+                f"(named in {args.summary})"
+            )
         atomic.write_yaml(args.summary, stats)
-        return summary_line({"recipe": config.recipe, **stats})
+        return step, line
 
     finish_job(args, backend, write_outputs)

@@ -22,7 +22,14 @@ CONFIG_NAMES = {
     "pref_ftx": "rpo_alpha",
     "cutoff_len": "max_length",
 }
-_REQUIRED = ("beta_refine", "dpo_coef", "sc_coef")
+_REQUIRED = (
+    "beta_refine",
+    "dpo_coef",
+    "sc_coef",
+    "freeze_vision_tower",
+    "freeze_multi_modal_projector",
+    "freeze_language_model",
+)
 
 
 @dataclass
@@ -35,6 +42,16 @@ class SherlockConfig(DPOConfig):
     )
     dpo_coef: float | None = field(default=None, metadata={"help": "weight of L_dpo"})
     sc_coef: float | None = field(default=None, metadata={"help": "weight of L_ref,l + L_ref,w"})
+    # LLaMA-Factory's names and meaning (sherlock.preference.freezing).
+    freeze_vision_tower: bool | None = field(
+        default=None, metadata={"help": "leave the vision tower untrained"}
+    )
+    freeze_multi_modal_projector: bool | None = field(
+        default=None, metadata={"help": "leave the multimodal projector untrained"}
+    )
+    freeze_language_model: bool | None = field(
+        default=None, metadata={"help": "leave the language model untrained"}
+    )
     remove_unused_columns: bool = False
 
     def __post_init__(self) -> None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 from PIL import Image
-from trl.trainer.utils import selective_log_softmax
 
 from sherlock.data.chat import encode_prompts, render_prompt
+from sherlock.data.images import fit_pixels
 from sherlock.data.prompts import refine_prompt
 from sherlock.preference.losses import SEQUENCE_NAMES
 from sherlock.preference.records import PreferenceExample
@@ -149,12 +149,23 @@ def encode_sequence(
     return encode_sequences(processor, image, [spec], cutoff_len)[0]
 
 
-def encode_example(
-    processor: Any, example: PreferenceExample, refine_template: str, cutoff_len: int | None = None
-) -> list[dict[str, Any]]:
-    """The ten encoded sequences of one record, in SEQUENCE_NAMES order."""
+def record_image(example: PreferenceExample, pixels: tuple[int, int] | None = None) -> Image.Image:
+    """The record's image in RGB, scaled into ``pixels`` = (min, max) as Stage I trains and
+    generation answers (``sherlock.data.images.fit_pixels``); as stored when None."""
     with Image.open(example.image) as handle:
         image = handle.convert("RGB")
+    return image if pixels is None else fit_pixels(image, *pixels)
+
+
+def encode_example(
+    processor: Any,
+    example: PreferenceExample,
+    refine_template: str,
+    cutoff_len: int | None = None,
+    pixels: tuple[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """The ten encoded sequences of one record, in SEQUENCE_NAMES order."""
+    image = record_image(example, pixels)
     specs = sequence_specs(example, refine_template)
     return encode_sequences(processor, image, [specs[name] for name in SEQUENCE_NAMES], cutoff_len)
 
@@ -195,6 +206,9 @@ def collate_sequences(sequences: list[dict[str, torch.Tensor]], pad_id: int) -> 
 
 def sequence_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed target log-probabilities and target token counts, one per sequence."""
+    # Here, not at the top: the pair builders encode in the vLLM environment, which has no TRL.
+    from trl.trainer.utils import selective_log_softmax
+
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     # The LM head runs only from the position predicting the batch's earliest target token on:

@@ -43,7 +43,17 @@ RUN_KEYS = (
     "perturbation",
     "torch_dtype",
     "trust_remote_code",
+    "image_min_pixels",
+    "image_max_pixels",
 )
+
+
+def image_pixels(ours: dict[str, Any]) -> tuple[int, int] | None:
+    """(min, max) pixels of the training images: Stage I's limits, which the rules render into
+    every run file; None (images as stored) for a run file without them."""
+    if ours.get("image_max_pixels") is None:
+        return None
+    return int(ours.get("image_min_pixels") or 1), int(ours["image_max_pixels"])
 
 
 def distributed_relaunch(
@@ -106,6 +116,17 @@ def coefficients(ours: dict[str, Any], args: SherlockConfig) -> Coefficients:
     return Coefficients.from_perturbation(ours["perturbation"], args.beta, args.beta_refine)
 
 
+def frozen_count(model: Any, names: list[str]) -> int:
+    """Parameters (numbers, not tensors) the freeze keys left untrained; ZeRO-3 partitions a
+    parameter and keeps its full size in ``ds_numel``."""
+    frozen = set(names)
+    return sum(
+        getattr(parameter, "ds_numel", parameter.numel())
+        for name, parameter in model.named_parameters()
+        if name in frozen
+    )
+
+
 def prepare_run(run_file: str | Path, resume: bool) -> Path | None:
     """Ready the run's scratch folder; the intermediate checkpoint to resume from, if any.
 
@@ -158,6 +179,7 @@ def train_from_file(
         load_prompt("refine", ours.get("refine_prompt")),
         coefficients(ours, args),
         args.max_length,
+        image_pixels(ours),
     )
     if reference_table is not None:
         dataset.reference_logps = reference_table
@@ -178,6 +200,7 @@ def train_from_file(
     summary = {
         "records": len(examples),
         "records_without_weight": sum(example.weight is None for example in examples),
+        "frozen_parameters": frozen_count(model, trainer.frozen_parameters),
         "train_loss": result.training_loss,
         "log_history": trainer.state.log_history,
         "run_file": str(run_file),

@@ -4,6 +4,8 @@ One optimisation step = ONE forward/backward pass over the ten sequences of ever
 batch (docs/method.md §6); the reference log-probabilities are computed once, before training, by
 the model the policy starts from (``precompute_ref_log_probs``, the default), or on the fly by a
 frozen copy of it when that is turned off. The mathematics lives in ``sherlock.preference.losses``.
+The parts of the model the freeze keys name are not trained (``sherlock.preference.freezing``);
+before anything runs, every record is checked against ``cutoff_len``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
 from sherlock.preference.coefficients import Coefficients
 from sherlock.preference.encoding import collate_sequences, encode_example, sequence_log_probs
+from sherlock.preference.freezing import freeze
+from sherlock.preference.lengths import LongestContext, longest_context, overflow_message
 from sherlock.preference.losses import SEQUENCE_NAMES, sherlock_loss
 from sherlock.preference.records import PreferenceDataError, PreferenceExample
 from sherlock.runtime.atomic import atomic_output
@@ -50,11 +54,13 @@ class PreferenceDataset(Dataset):
         refine_template: str,
         coefficients: Coefficients,
         cutoff_len: int | None,
+        pixels: tuple[int, int] | None = None,
     ) -> None:
         self.examples = examples
         self.processor = processor
         self.refine_template = refine_template
         self.cutoff_len = cutoff_len
+        self.pixels = pixels  # (min, max) of Stage I's images; None: as stored
         self.betas = torch.tensor(
             [record_betas(e, coefficients) for e in examples], dtype=torch.float32
         )
@@ -67,7 +73,11 @@ class PreferenceDataset(Dataset):
         item = {
             "index": index,
             "sequences": encode_example(
-                self.processor, self.examples[index], self.refine_template, self.cutoff_len
+                self.processor,
+                self.examples[index],
+                self.refine_template,
+                self.cutoff_len,
+                self.pixels,
             ),
             "beta_dpo": self.betas[index, 0],
             "beta_sc": self.betas[index, 1],
@@ -75,6 +85,24 @@ class PreferenceDataset(Dataset):
         if self.reference_logps is not None:
             item["reference_logps"] = self.reference_logps[index]
         return item
+
+    def longest_context(self, index: int) -> LongestContext:
+        """The longest of record ``index``'s ten contexts, as training encodes them."""
+        return longest_context(
+            self.processor, self.examples[index], self.refine_template, self.pixels
+        )
+
+
+def process_share(count: int, rank: int, world: int) -> list[int]:
+    """The record indices process ``rank`` of ``world`` handles: every world-th from its rank.
+
+    Every share has the same length (the short ones repeat their last index), so every process
+    runs the same number of forward passes: under ZeRO-3 each pass gathers the parameters from
+    all processes at once, and a process with one batch fewer would leave the others waiting.
+    """
+    share = list(range(rank, count, world))
+    size = -(-count // world)
+    return share + [share[-1] if share else 0] * (size - len(share))
 
 
 class PreferenceCollator:
@@ -152,6 +180,13 @@ class SherlockTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.reference_model = reference_model
         self._metrics: dict[str, list[float]] = defaultdict(list)
+        # Before the optimizer exists (train() builds it from the trainable parameters only).
+        self.frozen_parameters = freeze(
+            self.model,
+            vision_tower=self.args.freeze_vision_tower,
+            projector=self.args.freeze_multi_modal_projector,
+            language_model=self.args.freeze_language_model,
+        )
         if not self.args.precompute_ref_log_probs:
             if reference_model is None:
                 raise ValueError("precompute_ref_log_probs is off: pass the frozen reference_model")
@@ -162,8 +197,47 @@ class SherlockTrainer(Trainer):
                 )
             reference_model.eval().requires_grad_(False)
             reference_model.to(self.args.device)
-        else:
-            self.add_callback(_PrecomputeReference(self))
+        self.add_callback(_BeforeTraining(self))
+
+    # -- work shared by the processes ------------------------------------------------------------
+    def _gather(self, values: torch.Tensor) -> torch.Tensor:
+        """Every process's ``values`` (same shape everywhere), concatenated in rank order."""
+        if self.args.world_size == 1:
+            return values
+        return self.accelerator.gather(values.to(self.args.device)).cpu()
+
+    def _share(self) -> list[int]:
+        return process_share(len(self.train_dataset), self.args.process_index, self.args.world_size)
+
+    def check_lengths(self) -> None:
+        """Refuse to train when a record's context cannot fit ``cutoff_len``, naming them all.
+
+        Each process measures its share of the records; the shares are gathered, so every
+        process raises the same error, before any GPU waits on a reference pass.
+        """
+        dataset: PreferenceDataset = self.train_dataset
+        if dataset.cutoff_len is None:
+            return
+        indices = self._share()
+        quiet = self.args.disable_tqdm or not self.is_world_process_zero()
+        lengths = [
+            dataset.longest_context(i).tokens
+            for i in tqdm(indices, desc="context lengths", disable=quiet)
+        ]
+        gathered = self._gather(torch.tensor([indices, lengths], dtype=torch.long).T.contiguous())
+        too_long = sorted({int(i) for i, n in gathered.tolist() if n >= dataset.cutoff_len})
+        if too_long:
+            lines = [
+                overflow_message(
+                    dataset.examples[i].id, dataset.longest_context(i), dataset.cutoff_len
+                )
+                for i in too_long
+            ]
+            raise PreferenceDataError(
+                f"{len(too_long)} of {len(dataset)} records cannot fit cutoff_len "
+                f"{dataset.cutoff_len} (rebuild the pairs, which leaves such records out, or "
+                "raise cutoff_len):\n  " + "\n  ".join(lines)
+            )
 
     # -- reference log-probabilities ------------------------------------------------------------
     @torch.no_grad()
@@ -173,27 +247,41 @@ class SherlockTrainer(Trainer):
         The policy starts from the reference checkpoint, so before the first step it IS the
         reference: no second copy of the model is needed. It runs when training begins, after
         the model is placed (and wrapped by DeepSpeed, whose ZeRO-3 forward needs every process
-        in step): every process computes the whole table in the same order, so no gathering is
-        needed either.
+        in step). Each process computes its share of the records (``process_share``), and the
+        shares are gathered: the table is computed once per run, not once per process.
         """
         dataset: PreferenceDataset = self.train_dataset
         model = self.model_wrapped if self.is_deepspeed_enabled else self.model
         was_training = model.training
         model.eval()
+        indices = self._share()
         loader = DataLoader(
-            dataset,
+            Subset(dataset, indices),
             batch_size=self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size,
             shuffle=False,
             collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
         )
-        table = torch.zeros(len(dataset), N_SEQ)
+        share = torch.zeros(len(indices), N_SEQ)
         device = self.args.device
         quiet = self.args.disable_tqdm or not self.is_world_process_zero()
+        done = 0
         for batch in tqdm(loader, desc="reference log-probs", disable=quiet):
             inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
             logps, _ = batch_log_probs(model, inputs)
-            table[batch["index"]] = logps.view(-1, N_SEQ).float().cpu()
+            rows = len(batch["index"])
+            share[done : done + rows] = logps.view(-1, N_SEQ).float().cpu()
+            done += rows
         model.train(was_training)
+        positions = torch.tensor(indices, dtype=torch.long)
+        # The repeats that only keep the processes in step are not written: padding differs
+        # between batches, so in bf16 a repeat need not equal the record's own row bit for bit.
+        own = len(range(self.args.process_index, len(dataset), self.args.world_size))
+        positions[own:] = -1
+        positions, values = self._gather(positions), self._gather(share)
+        table = torch.zeros(len(dataset), N_SEQ)
+        written = positions >= 0
+        table[positions[written]] = values[written]
         dataset.reference_logps = table
         return table
 
@@ -240,14 +328,16 @@ class SherlockTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-class _PrecomputeReference(TrainerCallback):
-    """Fills the reference table at the start of training, before the first batch is drawn."""
+class _BeforeTraining(TrainerCallback):
+    """At the start of training, before the first batch is drawn: the length check, then the
+    reference table (unless it was loaded from a first attempt, or is computed on the fly)."""
 
     def __init__(self, trainer: SherlockTrainer) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.trainer.train_dataset.reference_logps is None:
+        self.trainer.check_lengths()
+        if args.precompute_ref_log_probs and self.trainer.train_dataset.reference_logps is None:
             table = self.trainer.precompute_reference()
             if args.save_strategy != "no" and self.trainer.is_world_process_zero():
                 # A resumed attempt needs the table of the untrained policy (preference.run).
