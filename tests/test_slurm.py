@@ -34,6 +34,10 @@ sft:
 # (synthetic_data, splits, r0_config, sft_config), which a cluster run does not queue.
 STAGE_I = ["tiny_model", "source_records", "r0", "sherlock_sft_data", "sft"]
 STAGE_I_LOCAL = ["synthetic_data", "splits", "r0_config", "sft_config"]
+PAPER_BENCHMARK_FILES = [
+    "MMBench_DEV_EN_V11.tsv", "MMStar.tsv", "MMMU_DEV_VAL.tsv", "MathVista_MINI.tsv",
+    "HallusionBench.tsv", "AI2D_TEST.tsv", "MMVet.tsv", "MME.tsv",
+]  # fmt: skip
 
 pytestmark = pytest.mark.workflow
 
@@ -96,6 +100,10 @@ def slurm_plan(workdir: Path, preset: str, target: str):
     data = workdir / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")
+    benchmarks = workdir / "data" / "LMUData"  # the paper preset's VLMEvalKit files
+    benchmarks.mkdir(parents=True)
+    for name in PAPER_BENCHMARK_FILES:
+        (benchmarks / name).write_text("index\tquestion\tanswer\timage\n")
     vllm_python = workdir / ".venv-vllm" / "bin" / "python"
     vllm_python.parent.mkdir(parents=True)
     vllm_python.symlink_to(sys.executable)
