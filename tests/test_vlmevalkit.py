@@ -115,10 +115,26 @@ def mme_rows() -> list[dict]:
         [("color", "color/1.jpg"), ("color", "color/2.jpg"), ("OCR", "OCR/1.jpg")]
     ):
         first = 2 * number + 1
-        rows.append({"index": first, "image": picture("green"), "image_path": name,
-                     "question": f"Is it green? ({name})", "answer": "Yes", "category": task})
-        rows.append({"index": first + 1, "image": str(first), "image_path": name,
-                     "question": f"Is it red? ({name})", "answer": "No", "category": task})
+        rows.append(
+            {
+                "index": first,
+                "image": picture("green"),
+                "image_path": name,
+                "question": f"Is it green? ({name})",
+                "answer": "Yes",
+                "category": task,
+            }
+        )
+        rows.append(
+            {
+                "index": first + 1,
+                "image": str(first),
+                "image_path": name,
+                "question": f"Is it red? ({name})",
+                "answer": "No",
+                "category": task,
+            }
+        )
     return rows  # fmt: skip
 
 

@@ -136,7 +136,8 @@ def test_the_paper_preset_stops_before_any_job_naming_a_missing_benchmark(tmp_pa
     result = snakemake(tmp_path, "-n", "sft", "--configfile", str(PAPER), check=False)
     text = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "evaluation.benchmarks.MME: no file data/LMUData/MME.tsv (VLMEvalKit's dataset MME)" in text
+    missing = "evaluation.benchmarks.MME: no file data/LMUData/MME.tsv (VLMEvalKit's dataset MME)"
+    assert missing in text
     assert "build_dataset(name) for name in ('MME',)" in text
     assert "MMStar" not in text.split("evaluation benchmarks:")[1].split("LMUData=")[0]
 
