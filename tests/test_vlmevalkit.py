@@ -339,3 +339,65 @@ def test_the_table_shows_each_benchmarks_own_metric_the_average_and_the_papers()
     assert table.loc["iter2", ("paper (average)", "direct")] == 64.1
     assert table.loc["iter2", ("paper (average)", "self-corrected")] == 65.4
     assert "paper (average)" not in paper_table(frame).columns.get_level_values(0)
+
+
+@pytest.mark.workflow
+def test_the_tiny_default_evaluates_a_vlmevalkit_benchmark_end_to_end(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The `evaluation` target with one VLMEvalKit file (3 good rows, 3 malformed) and the
+    tiny model as the base checkpoint: converted once, answered and corrected, scored, its
+    prediction files written, the table built."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    data = tmp_path / "LMUData"
+    data.mkdir()
+    write_tsv(data / "MMStar.tsv", MCQ_ROWS)
+    overrides = {
+        "base_model": {"path": str(tiny_model_dir)},
+        "synthetic": {"n_train": 40, "n_test": 6},
+        "evaluation": {
+            "rounds": 1,
+            "checkpoints": ["base"],
+            "max_items": 2,
+            "data_dir": str(data),
+            "benchmarks": {"mmstar": {"path": "MMStar.tsv", "format": "vlmevalkit"}},
+        },
+    }
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(overrides))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory",
+         str(tmp_path), "--cores", "1", "evaluation", "--configfile", "one.yaml"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900,
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    results = tmp_path / "results" / "eval"
+    conversion = json.loads((results / "benchmarks" / "mmstar_conversion.json").read_text())
+    assert conversion["items"] == 3 and conversion["malformed_rows"] == 3
+    summary = json.loads((results / "mmstar" / "base_scores.json").read_text())
+    assert summary["metric"] == "accuracy" and summary["malformed_rows"] == 3
+    assert summary["items"] == 2 and summary["items_in_file"] == 3
+    assert [turn["turn"] for turn in summary["turns"]] == [0, 1]
+    responses = json.loads((results / "mmstar" / "base_responses.json").read_text())
+    for turn in (0, 1):
+        predictions = read_predictions(
+            results
+            / "vlmevalkit"
+            / "mmstar"
+            / "base"
+            / prediction_file_name("base", "MMStar", turn)
+        )
+        assert predictions["index"].tolist() == ["1", "2"]
+        assert len(predictions) == len(responses) == 2
+        right = sum(row["statuses"][turn] == "correct" for row in responses)
+        assert summary["turns"][turn]["score"] == pytest.approx(100 * right / 2)
+    table = pd.read_parquet(results / "accuracy.parquet")
+    assert set(table["benchmark"]) == {"heldout", "mmstar"}
+    page = (results / "accuracy_table.html").read_text()
+    assert "mmstar: accuracy %, 3 malformed rows not evaluated" in page
+    assert "[sherlock] benchmark " in log and "3 malformed, not evaluated" in log
