@@ -401,3 +401,46 @@ def test_the_tiny_default_evaluates_a_vlmevalkit_benchmark_end_to_end(
     page = (results / "accuracy_table.html").read_text()
     assert "mmstar: accuracy %, 3 malformed rows not evaluated" in page
     assert "[sherlock] benchmark " in log and "3 malformed, not evaluated" in log
+
+
+def test_the_judge_job_runs_a_local_text_model_over_the_open_answers(
+    tmp_path: Path, tiny_text_model_dir: Path
+) -> None:
+    """The judge job's plumbing on a tiny random text model (its verdicts mean nothing)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    tsv = write_tsv(
+        tmp_path / "MMVet.tsv",
+        [
+            {"index": 1, "image": picture("red"), "question": "Colour?", "answer": "red"},
+            {"index": 2, "image": picture("blue"), "question": "Colour?", "answer": "blue"},
+        ],
+    )
+    out = tmp_path / "MMVet.jsonl"
+    convert(tsv, out, tmp_path / "img", "judge")
+    rows = scored(out, {"1": ["It is red.", None], "2": ["blue", "blue"]})
+    summary = {"turns": [{"turn": 0}, {"turn": 1}]}
+    (tmp_path / "responses.json").write_text(json.dumps(rows))
+    before = {
+        "checkpoint": "base", "benchmark": "MMVet", "model": "m", "benchmark_file": str(out),
+        "items_in_file": 2, "malformed_rows": 0, "rounds": 1, "metric": "judge", **summary,
+    }  # fmt: skip
+    (tmp_path / "scores.json").write_text(json.dumps(before))
+    result = subprocess.run(
+        [sys.executable, str(root / "workflow_scripts" / "judge_open_answers.py"),
+         "--responses", str(tmp_path / "responses.json"), "--scores",
+         str(tmp_path / "scores.json"), "--judge-model", str(tiny_text_model_dir),
+         "--judge-max-new-tokens", "4", "--seed", "1", "--output", str(tmp_path / "judged.json"),
+         "--summary", str(tmp_path / "judged_scores.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    judged = json.loads((tmp_path / "judged.json").read_text())
+    assert [len(row["judged"]) for row in judged] == [2, 2]
+    assert judged[0]["statuses"][1] == "no_conclusion" and judged[0]["judged"][1] is None
+    scores = json.loads((tmp_path / "judged_scores.json").read_text())
+    assert scores["metric"] == "judge" and "not VLMEvalKit's GPT judge" in scores["judge"]
+    assert scores["judge_model"] == str(tiny_text_model_dir)
+    assert [turn["turn"] for turn in scores["turns"]] == [0, 1]
