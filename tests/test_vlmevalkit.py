@@ -172,13 +172,15 @@ def test_hallusionbench_question_figure_and_all_accuracies(tmp_path: Path) -> No
         [
             {"index": index, "image": picture("white"), "question": "Is the bar higher?",
              "answer": answer, "category": "VS", "l2-category": "chart"}
-            for index, answer, _ in cases
+            for index, answer, _ in [*cases, ("VS_chart_5", "1", "Yes")]
         ],
     )  # fmt: skip
     out = tmp_path / "hb.jsonl"
     metric = metric_for(str(tsv), "vlmevalkit", None)
     assert metric == "hallusionbench"
-    assert convert(tsv, out, tmp_path / "img", metric).items == 5
+    result = convert(tsv, out, tmp_path / "img", metric)
+    assert result.items == 5  # the row without set, figure and question ids is named
+    assert [(m.index, m.column) for m in result.malformed] == [("VS_chart_5", "index")]
     rows = scored(out, {index: [said] for index, _, said in cases})
     scores = turn_scores(rows, metric, 0)
     assert scores["aAcc"] == pytest.approx(80.0)  # 4 of 5

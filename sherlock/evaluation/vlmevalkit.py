@@ -35,6 +35,7 @@ from PIL import Image
 from sherlock.data.chat import IMAGE_PLACEHOLDER
 from sherlock.data.images import DEFAULT_MAX_PIXELS, image_problem
 from sherlock.evaluation.benchmark_files import EXACT, OPEN, YES_NO, write_benchmark
+from sherlock.evaluation.yes_no import hallusion_ids
 from sherlock.runtime import atomic
 
 REFERENCE_MAX_CHARS = 64  # VLMEvalKit: an image cell this short is another row's index
@@ -281,6 +282,10 @@ def convert(
             if index in seen:
                 raise _RowError("index", "used by an earlier row")
             seen.add(index)
+            if metric == "hallusionbench" and hallusion_ids(index, row) is None:
+                raise _RowError(
+                    "index", "HallusionBench needs <..>_<..>_<..>_<set>_<figure>_<question> ids"
+                )
             question = _cell(row, "question")
             if not question:
                 raise _RowError("question", "missing")
