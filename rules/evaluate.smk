@@ -160,6 +160,12 @@ if JUDGED_BENCHMARKS:
         input:
             responses=rules.evaluate.output.responses,
             scores=rules.evaluate.output.summary,
+            # the judge model as a file dependency when it is a local folder
+            judge_model=(
+                EVALUATION["judge"]["model"]
+                if os.path.isdir(EVALUATION["judge"]["model"])
+                else []
+            ),
         output:
             responses=res("eval", "{benchmark}", "{checkpoint}_judged.json"),
             summary=res("eval", "{benchmark}", "{checkpoint}_judged_scores.json"),

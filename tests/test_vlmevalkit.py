@@ -204,6 +204,21 @@ def test_mmbench_counts_a_question_only_when_every_circular_copy_is_right(tmp_pa
     assert turn_scores(rows, "accuracy", 0)["score"] == 75.0
 
 
+def test_mmmu_is_scored_on_its_validation_split(tmp_path: Path) -> None:
+    rows = [
+        {"index": index, "image": picture("red"), "question": "Colour?", "A": "red",
+         "B": "blue", "answer": "A", "split": split}
+        for index, split in ((1, "dev"), (2, "validation"), (3, "validation"))
+    ]  # fmt: skip
+    tsv = write_tsv(tmp_path / "MMMU_DEV_VAL.tsv", rows)
+    metric = metric_for(str(tsv), "vlmevalkit", None)
+    assert metric == "mmmu"
+    convert(tsv, tmp_path / "mmmu.jsonl", tmp_path / "img", metric)
+    scores = turn_scores(scored(tmp_path / "mmmu.jsonl", {"1": ["A"], "2": ["A"], "3": ["B"]}),
+                         metric, 0)  # fmt: skip
+    assert (scores["score"], scores["scored"]) == (50.0, 2)  # the dev row is not counted
+
+
 def test_yes_or_no_reads_one_word_like_vlmevalkit() -> None:
     assert yes_or_no("Yes, it is.") == "Yes"
     assert yes_or_no("no") == "No"

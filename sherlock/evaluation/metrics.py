@@ -1,6 +1,8 @@
 """Each benchmark's own metric, per turn, from the per-question verdicts of its responses.
 
-``accuracy``: percent right (multiple choice, exact match; MMStar, AI2D, MMMU). ``mmbench``:
+``accuracy``: percent right (multiple choice, exact match; MMStar, AI2D). ``mmmu``: accuracy over
+the rows of the validation split (VLMEvalKit's MMMU_DEV_VAL also holds the dev split, scored
+apart; the paper reports val), all rows when the file has no ``split`` column. ``mmbench``:
 VLMEvalKit's circular accuracy (a question counts when it and all its option-shifted copies,
 indices ``i + k·10⁶``, are right; equal to accuracy without copies). ``yes_no``: percent right.
 ``mme`` and ``hallusionbench``: ``sherlock.evaluation.yes_no``. ``judge``: percent right after
@@ -24,11 +26,13 @@ from sherlock.evaluation.yes_no import (
     percent_right,
 )
 
-METRICS = ("accuracy", "mmbench", "yes_no", "mme", "hallusionbench", "judge")
+METRICS = ("accuracy", "mmmu", "mmbench", "yes_no", "mme", "hallusionbench", "judge")
+MMMU_SPLIT = "validation"
 CIRCULAR_STRIDE = 1_000_000
 # What each metric's headline number is, for the table's caption.
 METRIC_UNITS = {
     "accuracy": "accuracy %",
+    "mmmu": "accuracy % on the validation split",
     "mmbench": "circular accuracy %",
     "yes_no": "accuracy %",
     "mme": "MME score (acc + acc+ per subtask, summed)",
@@ -51,6 +55,8 @@ def metric_for(path: str, format: str, metric: str | None) -> str:
         return "hallusionbench"
     if stem.startswith("MMBench"):
         return "mmbench"
+    if stem.startswith("MMMU"):
+        return "mmmu"
     if stem.startswith(("MathVista", "MMVet")):
         return "judge"
     return "accuracy"
@@ -71,6 +77,12 @@ def turn_scores(rows: Sequence[dict[str, Any]], metric: str, turn: int) -> dict[
     if metric == "mmbench":
         value = percent_all_right(rows, _circular_group, right)
         return {"score": value, "percent": value}
+    if metric == "mmmu":
+        splits = [row.get("meta", {}).get("columns", {}).get("split") for row in rows]
+        if MMMU_SPLIT in splits:
+            right = [ok for ok, split in zip(right, splits, strict=True) if split == MMMU_SPLIT]
+        value = percent_right(right)
+        return {"score": value, "percent": value, "scored": len(right)}
     if metric in ("accuracy", "yes_no", "judge"):
         value = percent_right(right)
         return {"score": value, "percent": value}
