@@ -311,9 +311,11 @@ def test_missing_benchmark_files_are_named_with_where_to_get_them(tmp_path: Path
             "MMStar": {"path": "MMStar.tsv", "format": "vlmevalkit"},
             "MME": {"path": "MME.tsv", "format": "vlmevalkit"},
             "own": {"path": "/nowhere/own.jsonl"},
+            "dropped": None,  # a preset's benchmark left out by a later config file
         },
     }
     benchmarks = resolved_benchmarks(evaluation)
+    assert "dropped" not in benchmarks
     assert benchmarks["MME"] == {
         "path": str(tmp_path / "MME.tsv"),
         "image_root": None,

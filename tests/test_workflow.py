@@ -140,6 +140,11 @@ def test_the_paper_preset_stops_before_any_job_naming_a_missing_benchmark(tmp_pa
     assert missing in text
     assert "build_dataset(name) for name in ('MME',)" in text
     assert "MMStar" not in text.split("evaluation benchmarks:")[1].split("LMUData=")[0]
+    # a config file laid over the preset leaves the missing one out
+    drop = tmp_path / "drop.yaml"
+    drop.write_text("evaluation:\n  benchmarks:\n    MME: null\n")
+    jobs = planned_jobs(tmp_path, "all", "--configfile", str(PAPER), str(drop))
+    assert jobs["vlmevalkit_benchmark"] == 7
 
 
 def test_dry_run_of_the_paper_preset(tmp_path):

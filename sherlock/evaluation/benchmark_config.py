@@ -20,10 +20,13 @@ def _under(folder: str | None, path: str | None) -> str | None:
 
 
 def resolved_benchmarks(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """name → {path, image_root, format, metric} with relative paths under ``data_dir``."""
+    """name → {path, image_root, format, metric} with relative paths under ``data_dir``; a
+    benchmark set to null is left out (how a config drops one that a preset lists)."""
     folder = evaluation.get("data_dir")
     out = {}
     for name, spec in evaluation["benchmarks"].items():
+        if spec is None:
+            continue
         form = spec.get("format") or JSONL
         path = _under(folder, spec["path"])
         out[name] = {
@@ -42,7 +45,8 @@ def vlmevalkit_download(folder: str, datasets: list[str]) -> str:
         f"VLMEvalKit downloads its datasets into $LMUData (the folder must exist): `mkdir -p "
         f'{folder} && LMUData={folder} python -c "from vlmeval.dataset import build_dataset; '
         f'[build_dataset(name) for name in ({names},)]"`; or set evaluation.data_dir to the '
-        "folder that already holds them"
+        "folder that already holds them; or leave a benchmark out with a config file saying "
+        "`evaluation: {benchmarks: {<name>: null}}`"
     )
 
 

@@ -114,6 +114,8 @@ def _decode(text: str) -> Image.Image:
         data = base64.b64decode(text, validate=False)
         image = Image.open(io.BytesIO(data))
         image.load()
+    except Image.DecompressionBombError as error:
+        raise _RowError("image", f"image too large: {error}") from None
     except (binascii.Error, ValueError, OSError) as error:
         raise _RowError("image", f"not a base64-encoded picture ({error})") from None
     return image
