@@ -40,6 +40,7 @@ from sherlock.runtime import atomic
 
 REFERENCE_MAX_CHARS = 64  # VLMEvalKit: an image cell this short is another row's index
 _OPTION_COLUMNS = tuple(string.ascii_uppercase)
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
 _YES = {"yes", "1", "true"}
 _NO = {"no", "0", "false"}
 # The row's own columns kept for the metric (pairs, sub-tasks) and the prediction file.
@@ -109,15 +110,25 @@ def _answer(row: dict[str, str], choices: tuple[str, ...], kind: str) -> str:
     return answer
 
 
-def _decode(text: str) -> Image.Image:
+def _decode(text: str) -> tuple[bytes, str | None]:
+    """A picture's bytes and its file extension (None: a format to re-encode). Only the header
+    is read here; the whole picture is checked once written (``image_problem``)."""
     try:
         data = base64.b64decode(text, validate=False)
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        with Image.open(io.BytesIO(data)) as image:
+            return data, _EXTENSIONS.get(image.format or "")
     except Image.DecompressionBombError as error:
         raise _RowError("image", f"image too large: {error}") from None
     except (binascii.Error, ValueError, OSError) as error:
         raise _RowError("image", f"not a base64-encoded picture ({error})") from None
+
+
+def _opened(data: bytes) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (Image.DecompressionBombError, ValueError, OSError) as error:
+        raise _RowError("image", f"cannot read the picture ({error})") from None
     return image
 
 
@@ -183,12 +194,19 @@ class _Pictures:
         return self.written[holder]
 
     def _write(self, holder: str) -> str:
-        images = [_decode(payload) for payload in _pictures(self.cells[holder].strip())]
-        image = images[0] if len(images) == 1 else _side_by_side(images)
-        if image.mode not in ("RGB", "L"):
-            image = image.convert("RGB")
-        path = self.folder / f"{len(self.written):06d}.png"
-        image.save(path, format="PNG")
+        """The holder's picture as a file: its own bytes (no re-encoding) when it is one picture
+        in a common format, else a PNG (several side by side, or an unusual format)."""
+        decoded = [_decode(payload) for payload in _pictures(self.cells[holder].strip())]
+        stem = self.folder / f"{len(self.written):06d}"
+        if len(decoded) == 1 and decoded[0][1]:
+            data, extension = decoded[0]
+            path = stem.with_suffix(f".{extension}")
+            path.write_bytes(data)
+        else:
+            images = [_opened(data) for data, _ in decoded]
+            image = images[0] if len(images) == 1 else _side_by_side(images)
+            path = stem.with_suffix(".png")
+            image.save(path, format="PNG")
         problem = image_problem(path, self.max_pixels)
         if problem:
             path.unlink()
