@@ -133,6 +133,15 @@ def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(clus
     assert "gpu=0" in resources("sherlock_sft_data")  # the gather
 
 
+def test_the_paper_preset_plans_its_evaluation_through_the_slurm_executor(cluster, tmp_path):
+    resources = slurm_plan(tmp_path, "paper_llama32v.yaml", "evaluation")
+    for rule in ("evaluate_shard", "judge_answers"):  # a model on one GPU each
+        assert "gpu=1" in resources(rule) and "mem_mb=64000" in resources(rule)
+    assert "gpu=0" in resources("evaluate")  # the gather
+    for rule in ("vlmevalkit_benchmark", "vlmevalkit_predictions", "accuracy_table"):
+        assert "gpu=" not in resources(rule)  # no model: local rules
+
+
 def test_the_qwen_preset_plans_its_gpu_requests_through_the_slurm_executor(cluster, tmp_path):
     resources = slurm_plan(tmp_path, "qwen25vl_7b.yaml", "iter2")
     for rule in ("r0", "sft", "offline", "iter_model"):
