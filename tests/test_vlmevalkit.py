@@ -463,3 +463,23 @@ def test_the_judge_job_runs_a_local_text_model_over_the_open_answers(
     assert scores["metric"] == "judge" and "not VLMEvalKit's GPT judge" in scores["judge"]
     assert scores["judge_model"] == str(tiny_text_model_dir)
     assert [turn["turn"] for turn in scores["turns"]] == [0, 1]
+
+
+def test_the_paper_preset_lists_the_papers_eight_benchmarks_by_vlmevalkits_names() -> None:
+    import yaml
+
+    from sherlock.evaluation.published import PAPER_BENCHMARKS
+
+    root = Path(__file__).resolve().parents[1]
+    preset = yaml.safe_load((root / "config" / "presets" / "paper_llama32v.yaml").read_text())
+    evaluation = preset["evaluation"]
+    benchmarks = resolved_benchmarks(evaluation)
+    assert sorted(Path(b["path"]).stem for b in benchmarks.values()) == sorted(PAPER_BENCHMARKS)
+    assert {b["format"] for b in benchmarks.values()} == {"vlmevalkit"}
+    assert all(b["path"].startswith(evaluation["data_dir"]) for b in benchmarks.values())
+    metrics = {name: b["metric"] for name, b in benchmarks.items()}
+    assert metrics == {
+        "MMBench": "mmbench", "MMStar": "accuracy", "MMMU": "mmmu", "MathVista": "judge",
+        "HallusionBench": "hallusionbench", "AI2D": "accuracy", "MMVet": "judge", "MME": "mme",
+    }  # fmt: skip
+    assert evaluation["compare_with_paper"] and evaluation["judge"]["model"]
