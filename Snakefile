@@ -31,12 +31,13 @@ include: "rules/evaluate.smk"
 
 
 rule all:
-    """The whole pipeline: M_K (the last online iteration), every checkpoint evaluated, and
-    every figure of the report."""
+    """The whole pipeline: M_K (the last online iteration), every checkpoint evaluated (with
+    VLMEvalKit's prediction files of its datasets), and every figure of the report."""
     default_target: True
     input:
         res("models", f"iter{ITERATIONS[-1]}"),
         rules.report_figures.input,
+        VLMEVALKIT_PREDICTIONS,
 
 
 onsuccess:

@@ -23,6 +23,11 @@ from sherlock.config import (
 )
 from sherlock.config_paths import check_paths, workflow_file
 from sherlock.data.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
+from sherlock.evaluation.benchmark_config import (
+    check_benchmark_files,
+    judge_problems,
+    resolved_benchmarks,
+)
 
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
@@ -266,11 +271,57 @@ CHECKPOINTS = EVALUATION["checkpoints"] or [
     "base", "r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)
 ]
 TRAINED = ["r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)]
+HELDOUT = {"path": res("eval", "benchmarks", "heldout.jsonl"), "image_root": None,
+           "format": "jsonl", "metric": "accuracy"}
 BENCHMARKS = {
-    **({"heldout": {"path": res("eval", "benchmarks", "heldout.jsonl"), "image_root": None}}
-       if SYNTHETIC else {}),
-    **EVALUATION["benchmarks"],
+    **({"heldout": HELDOUT} if SYNTHETIC else {}),
+    **resolved_benchmarks(EVALUATION),
 }
+# A listed benchmark file that is not there stops the run here, before any job, saying where to
+# get it (a VLMEvalKit TSV: how VLMEvalKit downloads it).
+if problems := check_benchmark_files(
+    {name: spec for name, spec in BENCHMARKS.items() if name != "heldout" or not SYNTHETIC}
+) + judge_problems(BENCHMARKS, EVALUATION["judge"]):
+    raise WorkflowError("evaluation benchmarks:\n  " + "\n  ".join(problems))
+VLMEVALKIT_BENCHMARKS = [n for n, spec in BENCHMARKS.items() if spec["format"] == "vlmevalkit"]
+JUDGED_BENCHMARKS = [n for n, spec in BENCHMARKS.items() if spec["metric"] == "judge"]
+
+
+def benchmark_pattern(names):
+    """A wildcard constraint matching exactly these benchmark names (none: matches nothing)."""
+    return "|".join(re.escape(name) for name in names) or r"(?!)"
+
+
+def benchmark_items(wildcards):
+    """The benchmark JSONL an evaluate job reads: the file itself, or a VLMEvalKit TSV's
+    conversion (rule vlmevalkit_benchmark)."""
+    if BENCHMARKS[wildcards.benchmark]["format"] == "vlmevalkit":
+        return res("eval", "benchmarks", f"{wildcards.benchmark}.jsonl")
+    return BENCHMARKS[wildcards.benchmark]["path"]
+
+
+def conversion_input(wildcards):
+    """A VLMEvalKit benchmark's conversion summary (its malformed rows), else nothing."""
+    if BENCHMARKS[wildcards.benchmark]["format"] == "vlmevalkit":
+        return res("eval", "benchmarks", f"{wildcards.benchmark}_conversion.json")
+    return []
+
+
+def benchmark_scores(benchmark, checkpoint):
+    """The scores of one checkpoint on one benchmark: the judged ones for open answers."""
+    kind = "judged_scores" if benchmark in JUDGED_BENCHMARKS else "scores"
+    return res("eval", benchmark, f"{checkpoint}_{kind}.json")
+
+
+def evaluation_judge_options():
+    """The open-answer judge's options (evaluation.judge), run on the generation backend."""
+    judge = EVALUATION["judge"]
+    options = (
+        f"--judge-model {shlex.quote(str(judge['model']))} --judge-batch-size {judge['batch_size']}"
+        f" --judge-max-new-tokens {judge['max_new_tokens']} --dtype {judge['dtype']}"
+        f" --backend {config['generation']['backend']}{vllm_options()} --seed {config['seed']}"
+    )
+    return options + (" --trust-remote-code" if judge["trust_remote_code"] else "")
 
 
 def checkpoint_path(name):
@@ -284,9 +335,11 @@ def checkpoint_input(wildcards):
 
 
 def image_root_option(wildcards):
-    """--image-root of a benchmark whose image paths are not relative to its own folder."""
-    root = BENCHMARKS[wildcards.benchmark].get("image_root")
-    return f"--image-root {shlex.quote(root)}" if root else ""
+    """--image-root of a benchmark whose image paths are not relative to its own folder (a
+    VLMEvalKit file's image_path cells; its converted JSONL points at its pictures itself)."""
+    spec = BENCHMARKS[wildcards.benchmark]
+    root = spec.get("image_root")
+    return f"--image-root {shlex.quote(root)}" if root and spec["format"] == "jsonl" else ""
 
 
 def training_launch_options():

@@ -22,11 +22,70 @@ rule heldout_benchmark:
         " --output {output.benchmark:q} > {log:q} 2>&1"
 
 
+if VLMEVALKIT_BENCHMARKS:
+
+    rule vlmevalkit_benchmark:
+        """A VLMEvalKit dataset TSV in the benchmark form: its pictures decoded once into a
+        folder, its malformed rows named and counted (never dropped silently)."""
+        localrule: True  # runs no model: never a cluster submission
+        input:
+            tsv=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],
+        output:
+            benchmark=res("eval", "benchmarks", "{benchmark}.jsonl"),
+            images=directory(res("eval", "benchmarks", "{benchmark}_images")),
+            summary=res("eval", "benchmarks", "{benchmark}_conversion.json"),
+        wildcard_constraints:
+            benchmark=benchmark_pattern(VLMEVALKIT_BENCHMARKS),
+        params:
+            python=PY,
+            script=script("convert_vlmevalkit"),
+            metric=lambda wildcards: BENCHMARKS[wildcards.benchmark]["metric"],
+            image_root=lambda wildcards: (
+                f"--image-root {shlex.quote(BENCHMARKS[wildcards.benchmark]['image_root'])}"
+                if BENCHMARKS[wildcards.benchmark]["image_root"]
+                else ""
+            ),
+        log:
+            res("logs", "vlmevalkit_benchmark_{benchmark}.log"),
+        conda:
+            TRAIN_ENV
+        shell:
+            "{params.python} {params.script:q} --tsv {input.tsv:q} --metric {params.metric:q}"
+            " {params.image_root} --output {output.benchmark:q} --images {output.images:q}"
+            " --summary {output.summary:q} > {log:q} 2>&1"
+
+
+    rule vlmevalkit_predictions:
+        """One checkpoint's answers on a VLMEvalKit dataset, a prediction file per turn in
+        VLMEvalKit's form, which its own evaluation (GPT judges included) scores."""
+        localrule: True  # runs no model: never a cluster submission
+        input:
+            responses=res("eval", "{benchmark}", "{checkpoint}_responses.json"),
+        output:
+            folder=directory(res("eval", "vlmevalkit", "{benchmark}", "{checkpoint}")),
+        wildcard_constraints:
+            benchmark=benchmark_pattern(VLMEVALKIT_BENCHMARKS),
+            checkpoint="|".join(CHECKPOINTS),
+        params:
+            python=PY,
+            script=script("vlmevalkit_predictions"),
+            dataset=lambda wildcards: Path(BENCHMARKS[wildcards.benchmark]["path"]).stem,
+        log:
+            res("logs", "vlmevalkit_predictions_{benchmark}_{checkpoint}.log"),
+        conda:
+            TRAIN_ENV
+        shell:
+            "{params.python} {params.script:q} --responses {input.responses:q}"
+            " --checkpoint-name {wildcards.checkpoint:q} --dataset {params.dataset:q}"
+            " --output-dir {output.folder:q} > {log:q} 2>&1"
+
+
 rule evaluate:
     """One checkpoint on one benchmark: the direct answer and every self-correction turn."""
     input:
         model=checkpoint_input,
-        benchmark=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],
+        benchmark=benchmark_items,
+        conversion=conversion_input,
         shards=shard_inputs(res("eval", "{benchmark}", "{checkpoint}_responses.json")),
     output:
         responses=res("eval", "{benchmark}", "{checkpoint}_responses.json"),
@@ -42,6 +101,10 @@ rule evaluate:
         rounds=EVALUATION["rounds"],
         max_items=f"--max-items {EVALUATION['max_items']}" if EVALUATION["max_items"] else "",
         image_root_option=image_root_option,
+        metric=lambda wildcards: BENCHMARKS[wildcards.benchmark]["metric"],
+        conversion=lambda wildcards, input: (
+            f"--conversion {shlex.quote(input.conversion)}" if input.conversion else ""
+        ),
         refine=refine_prompt_option(),
         io=gather_io(responses="responses", summary="summary"),
     resources:
@@ -59,7 +122,7 @@ rule evaluate:
             " --model {params.model:q} {params.generation}"
             " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
             " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
-            " {params.rounds:q}"
+            " {params.rounds:q} --metric {params.metric:q} {params.conversion}"
             " {params.max_items} {params.refine}"
             " {params.io} > {log:q} 2>&1"
         )
@@ -68,7 +131,8 @@ rule evaluate:
 use rule evaluate as evaluate_shard with:
     input:
         model=checkpoint_input,
-        benchmark=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],
+        benchmark=benchmark_items,
+        conversion=conversion_input,
     output:
         chunks=shard_output(res("eval", "{benchmark}", "{checkpoint}_responses.json")),
     params:
@@ -82,6 +146,51 @@ use rule evaluate as evaluate_shard with:
         res("benchmarks", "evaluate_{benchmark}_{checkpoint}_shard{shard}.tsv")
 
 
+VLMEVALKIT_PREDICTIONS = [
+    res("eval", "vlmevalkit", benchmark, checkpoint)
+    for benchmark in VLMEVALKIT_BENCHMARKS
+    for checkpoint in CHECKPOINTS
+]
+
+
+if JUDGED_BENCHMARKS:
+
+    rule judge_answers:
+        """Open answers (MathVista, MMVet) re-scored: the local judge model (evaluation.judge)
+        extracts every turn's answer, rules compare it; not VLMEvalKit's GPT judge."""
+        input:
+            responses=rules.evaluate.output.responses,
+            scores=rules.evaluate.output.summary,
+            # the judge model as a file dependency when it is a local folder
+            judge_model=(
+                EVALUATION["judge"]["model"]
+                if os.path.isdir(EVALUATION["judge"]["model"])
+                else []
+            ),
+        output:
+            responses=res("eval", "{benchmark}", "{checkpoint}_judged.json"),
+            summary=res("eval", "{benchmark}", "{checkpoint}_judged_scores.json"),
+        wildcard_constraints:
+            benchmark=benchmark_pattern(JUDGED_BENCHMARKS),
+            checkpoint="|".join(CHECKPOINTS),
+        params:
+            python=PY_GEN,
+            script=script("judge_open_answers"),
+            judge=evaluation_judge_options(),
+        resources:
+            **job_resources("generate"),
+        log:
+            res("logs", "judge_answers_{benchmark}_{checkpoint}.log"),
+        conda:
+            GENERATION_ENV
+        shell:
+            gpu_launch(
+                "{params.script:q} --responses {input.responses:q} --scores {input.scores:q}"
+                " {params.judge} --output {output.responses:q} --summary {output.summary:q}"
+                " > {log:q} 2>&1"
+            )
+
+
 # Without a benchmark (a real source and no evaluation.benchmarks) there is nothing to score.
 if BENCHMARKS:
 
@@ -90,9 +199,11 @@ if BENCHMARKS:
         table and the per-turn figure."""
         localrule: True  # runs no model: never a cluster submission
         input:
-            summaries=expand(
-                rules.evaluate.output.summary, benchmark=list(BENCHMARKS), checkpoint=CHECKPOINTS
-            ),
+            summaries=[
+                benchmark_scores(benchmark, checkpoint)
+                for benchmark in BENCHMARKS
+                for checkpoint in CHECKPOINTS
+            ],
         output:
             parquet=res("eval", "accuracy.parquet"),
             csv=res("eval", "accuracy.csv"),
@@ -113,6 +224,7 @@ if BENCHMARKS:
             python=PY,
             script=script("accuracy_table"),
             checkpoints=",".join(CHECKPOINTS),
+            paper="--compare-with-paper" if EVALUATION["compare_with_paper"] else "",
         log:
             log_file("accuracy_table"),
         conda:
@@ -120,14 +232,16 @@ if BENCHMARKS:
         shell:
             "{params.python} {params.script:q} {input.summaries:q} --checkpoints {params.checkpoints:q}"
             " --parquet {output.parquet:q} --csv {output.csv:q} --json {output.json:q}"
-            " --html {output.html:q} --figure {output.figure:q} > {log:q} 2>&1"
+            " --html {output.html:q} --figure {output.figure:q} {params.paper} > {log:q} 2>&1"
 
 
     rule evaluation:
-        """Every checkpoint scored on every benchmark (`snakemake --cores all evaluation`)."""
+        """Every checkpoint scored on every benchmark (`snakemake --cores all evaluation`), and
+        VLMEvalKit's prediction files of the VLMEvalKit datasets."""
         localrule: True
         input:
             rules.accuracy_table.output,
+            VLMEVALKIT_PREDICTIONS,
 
 
 rule training_curves:

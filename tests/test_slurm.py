@@ -34,6 +34,10 @@ sft:
 # (synthetic_data, splits, r0_config, sft_config), which a cluster run does not queue.
 STAGE_I = ["tiny_model", "source_records", "r0", "sherlock_sft_data", "sft"]
 STAGE_I_LOCAL = ["synthetic_data", "splits", "r0_config", "sft_config"]
+PAPER_BENCHMARK_FILES = [
+    "MMBench_DEV_EN_V11.tsv", "MMStar.tsv", "MMMU_DEV_VAL.tsv", "MathVista_MINI.tsv",
+    "HallusionBench.tsv", "AI2D_TEST.tsv", "MMVet.tsv", "MME.tsv",
+]  # fmt: skip
 
 pytestmark = pytest.mark.workflow
 
@@ -96,6 +100,10 @@ def slurm_plan(workdir: Path, preset: str, target: str):
     data = workdir / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")
+    benchmarks = workdir / "data" / "LMUData"  # the paper preset's VLMEvalKit files
+    benchmarks.mkdir(parents=True)
+    for name in PAPER_BENCHMARK_FILES:
+        (benchmarks / name).write_text("index\tquestion\tanswer\timage\n")
     vllm_python = workdir / ".venv-vllm" / "bin" / "python"
     vllm_python.parent.mkdir(parents=True)
     vllm_python.symlink_to(sys.executable)
@@ -128,6 +136,18 @@ def test_the_paper_preset_plans_its_gpu_requests_through_the_slurm_executor(
     for rule in ("sherlock_sft_data_shard", "offline_prefs_shard", "candidates_shard"):
         assert "gpu=1" in resources(rule) and "mem_mb=64000" in resources(rule)
     assert "gpu=0" in resources("sherlock_sft_data")  # the gather
+
+
+def test_the_paper_preset_plans_its_evaluation_through_the_slurm_executor(
+    cluster, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # hub ids plan (see below)
+    resources = slurm_plan(tmp_path, "paper_llama32v.yaml", "evaluation")
+    for rule in ("evaluate_shard", "judge_answers"):  # a model on one GPU each
+        assert "gpu=1" in resources(rule) and "mem_mb=64000" in resources(rule)
+    assert "gpu=0" in resources("evaluate")  # the gather
+    for rule in ("vlmevalkit_benchmark", "vlmevalkit_predictions", "accuracy_table"):
+        assert "gpu=" not in resources(rule)  # no model: local rules
 
 
 def test_the_qwen_preset_plans_its_gpu_requests_through_the_slurm_executor(

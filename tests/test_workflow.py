@@ -106,6 +106,48 @@ def test_the_iteration_count_decides_the_targets(tmp_path):
     assert set(planned_jobs(tmp_path, "r0")) == STAGE_I - {"sherlock_sft_data", "sft_config", "sft"}
 
 
+PAPER_BENCHMARKS = {
+    "MMBench": "MMBench_DEV_EN_V11.tsv",
+    "MMStar": "MMStar.tsv",
+    "MMMU": "MMMU_DEV_VAL.tsv",
+    "MathVista": "MathVista_MINI.tsv",
+    "HallusionBench": "HallusionBench.tsv",
+    "AI2D": "AI2D_TEST.tsv",
+    "MMVet": "MMVet.tsv",
+    "MME": "MME.tsv",
+}
+
+
+def put_paper_benchmarks(workdir: Path) -> None:
+    """The eight VLMEvalKit files where the paper preset reads them (a plan needs them to exist,
+    not their content)."""
+    folder = workdir / "data" / "LMUData"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in PAPER_BENCHMARKS.values():
+        (folder / name).write_text("index\tquestion\tanswer\timage\n")
+
+
+def test_the_paper_preset_stops_before_any_job_naming_a_missing_benchmark(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # hub ids plan (see below)
+    data = tmp_path / "data" / "LLaVA-CoT-100k"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text("{}\n")
+    put_paper_benchmarks(tmp_path)
+    (tmp_path / "data" / "LMUData" / "MME.tsv").unlink()
+    result = snakemake(tmp_path, "-n", "sft", "--configfile", str(PAPER), check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    missing = "evaluation.benchmarks.MME: no file data/LMUData/MME.tsv (VLMEvalKit's dataset MME)"
+    assert missing in text
+    assert "build_dataset(name) for name in ('MME',)" in text
+    assert "MMStar" not in text.split("evaluation benchmarks:")[1].split("LMUData=")[0]
+    # a config file laid over the preset leaves the missing one out
+    drop = tmp_path / "drop.yaml"
+    drop.write_text("evaluation:\n  benchmarks:\n    MME: null\n")
+    jobs = planned_jobs(tmp_path, "all", "--configfile", str(PAPER), str(drop))
+    assert jobs["vlmevalkit_benchmark"] == 7
+
+
 def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
     # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
     # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
@@ -113,6 +155,7 @@ def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")  # the plan needs the file to exist, not its content
+    put_paper_benchmarks(tmp_path)
     result = snakemake(tmp_path, "-n", "offline", "--configfile", str(PAPER))
     text = result.stdout
     jobs = planned_jobs(tmp_path, "offline", "--configfile", str(PAPER))
@@ -126,11 +169,22 @@ def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
         "synthetic_data",
         "tiny_model",
     }
-    # no benchmark configured: the default target builds the models and the data/training
-    # figures, and plans no evaluation
+    # the eight benchmarks: each file converted once, every checkpoint evaluated on each (as 8
+    # shards), the open answers (MathVista, MMVet) judged, a prediction file folder each
     jobs = planned_jobs(tmp_path, "all", "--configfile", str(PAPER))
-    assert {"data_report", "training_curves"} <= set(jobs)
-    assert not {"evaluate", "accuracy_table", "heldout_benchmark"} & set(jobs)
+    assert {"data_report", "training_curves", "accuracy_table"} <= set(jobs)
+    assert "heldout_benchmark" not in jobs
+    assert jobs["vlmevalkit_benchmark"] == 8
+    assert jobs["evaluate"] == jobs["vlmevalkit_predictions"] == 8 * len(CHECKPOINTS)
+    assert jobs["evaluate_shard"] == 8 * jobs["evaluate"]
+    assert jobs["judge_answers"] == 2 * len(CHECKPOINTS)
+    eval_plan = snakemake(tmp_path, "-n", "-p", "all", "--configfile", str(PAPER)).stdout
+    assert "--tsv data/LMUData/MME.tsv --metric mme" in eval_plan
+    assert "--tsv data/LMUData/HallusionBench.tsv --metric hallusionbench" in eval_plan
+    assert "--tsv data/LMUData/MMBench_DEV_EN_V11.tsv --metric mmbench" in eval_plan
+    assert "--metric judge" in eval_plan and "--metric accuracy" in eval_plan
+    assert "--judge-model Qwen/Qwen2.5-7B-Instruct --judge-batch-size 32" in eval_plan
+    assert "--compare-with-paper" in eval_plan
     plan = snakemake(tmp_path, "-n", "iter2", "--configfile", str(PAPER), "-p").stdout
     assert "--judge llm --judge-model Qwen/Qwen2.5-7B-Instruct" in plan
     # the preference runs freeze what the authors froze; the pool is sized for 5k kept pairs

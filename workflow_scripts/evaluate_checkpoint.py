@@ -1,12 +1,14 @@
 """Score one checkpoint on one benchmark: the direct answer and each self-correction turn."""
 
 import argparse
+import json
 import sys
 
 from sherlock.data.prompts import load_prompt
 from sherlock.data.sharegpt import write_json
 from sherlock.evaluation.benchmark_files import BenchmarkError, read_benchmark
 from sherlock.evaluation.evaluate import evaluate
+from sherlock.evaluation.metrics import METRICS, add_scores
 from sherlock.generation.job import (
     add_generation_arguments,
     backend_from_args,
@@ -22,6 +24,10 @@ def main() -> None:
     parser.add_argument("--checkpoint-name", required=True, help="base, r0, sft, offline, iterK")
     parser.add_argument("--benchmark", required=True, help="benchmark JSONL (documented form)")
     parser.add_argument("--benchmark-name", required=True)
+    parser.add_argument("--metric", choices=METRICS, default="accuracy")
+    parser.add_argument(
+        "--conversion", default=None, help="a VLMEvalKit file's conversion summary (malformed rows)"
+    )
     parser.add_argument("--image-root", default=None, help="default: the benchmark's folder")
     parser.add_argument("--rounds", type=int, required=True, help="self-correction turns")
     parser.add_argument("--max-items", type=int, default=None, help="the first N items only")
@@ -54,21 +60,28 @@ def main() -> None:
 
 def write_evaluation(args, rows: list, summary: dict, offered: int, evaluated: int):
     """Write the responses and the scores; the step's summary line."""
+    malformed = 0
+    if args.conversion:
+        with open(args.conversion, encoding="utf-8") as handle:
+            malformed = json.load(handle)["malformed_rows"]
+    add_scores(summary, rows, args.metric)
     summary = {
         "checkpoint": args.checkpoint_name,
         "benchmark": args.benchmark_name,
         "model": args.model,
         "benchmark_file": args.benchmark,
         "items_in_file": offered,
+        "malformed_rows": malformed,
         **summary,
     }
     write_json(args.responses, rows)
     atomic.write_json(args.summary, summary)
-    accuracy = " -> ".join(f"{turn['accuracy']:.1%}" for turn in summary["turns"])
+    scores = " -> ".join(f"{turn['score']:.1f}" for turn in summary["turns"])
     return (
         f"evaluate {args.checkpoint_name} on {args.benchmark_name}",
-        f"{evaluated}/{offered} items, accuracy direct -> turn {args.rounds}: {accuracy}; "
-        f"no CONCLUSION (direct): {summary['turns'][0]['no_conclusion']}",
+        f"{evaluated}/{offered} items, {args.metric} direct -> turn {args.rounds}: {scores}; "
+        f"no CONCLUSION (direct): {summary['turns'][0]['no_conclusion']}"
+        + (f"; {malformed} malformed rows of the file not evaluated" if malformed else ""),
     )
 
 

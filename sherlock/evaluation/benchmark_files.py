@@ -8,9 +8,15 @@ One JSON object per line:
   text of exactly one option;
 * ``choices`` (optional): a list of 2–26 option texts, shown to the model as ``A. …``, ``B. …``;
   the item is then scored as multiple choice, otherwise by exact match;
-* ``id`` (optional): unique within the file; defaults to ``<file stem>-<line number>``.
+* ``id`` (optional): unique within the file; defaults to ``<file stem>-<line number>``;
+* ``hint`` (optional): context shown before the question as ``Hint: …`` (VLMEvalKit's layout);
+* ``kind`` (optional, without ``choices``): ``exact`` (the default), ``yes_no`` (the answer is
+  Yes or No; the CONCLUSION's yes or no is compared) or ``open`` (an answer the judge model
+  extracts; ``sherlock.evaluation.open_answers``);
+* ``meta`` (optional): an object carried to the responses untouched (a VLMEvalKit row's index,
+  category and columns, which its benchmark's metric and the prediction files read).
 
-Extra keys are kept out of the way (ignored), so a converted benchmark may carry its own fields.
+Other keys are kept out of the way (ignored), so a converted benchmark may carry its own fields.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,12 @@ from sherlock.runtime import atomic
 
 LETTERS = string.ascii_uppercase
 MULTIPLE_CHOICE_INSTRUCTION = "Answer with the letter of the correct option."
+YES_NO_INSTRUCTION = "Answer Yes or No."
+MULTIPLE_CHOICE = "multiple_choice"
+EXACT = "exact"
+YES_NO = "yes_no"
+OPEN = "open"
+KINDS = (EXACT, YES_NO, OPEN)  # the kinds a record may name (multiple choice: by its choices)
 
 
 class BenchmarkError(ValueError):
@@ -43,17 +55,27 @@ class BenchmarkItem:
     question: str
     answer: str
     choices: tuple[str, ...] = ()
+    hint: str = ""
+    kind: str = EXACT  # without choices; multiple_choice is told by the choices
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def multiple_choice(self) -> bool:
         return bool(self.choices)
 
+    @property
+    def answer_kind(self) -> str:
+        return MULTIPLE_CHOICE if self.choices else self.kind
+
     def prompt(self) -> str:
-        """The user text the model sees: the question, then the options when there are any."""
+        """The user text the model sees: the hint, the question, then the options if any."""
+        text = f"Hint: {self.hint}\n{self.question}" if self.hint else self.question
+        if self.kind == YES_NO and not self.choices:
+            return f"{text}\n{YES_NO_INSTRUCTION}"
         if not self.choices:
-            return self.question
-        options = "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(self.choices))
-        return f"{self.question}\nOptions:\n{options}\n{MULTIPLE_CHOICE_INSTRUCTION}"
+            return text
+        options = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(self.choices))
+        return f"{text}\nOptions:\n{options}\n{MULTIPLE_CHOICE_INSTRUCTION}"
 
 
 def _required_text(obj: dict[str, Any], field: str) -> str:
@@ -118,7 +140,21 @@ def _item(obj: Any, default_id: str, image_root: Path, max_pixels: int) -> Bench
     choices = _choices(obj)
     if choices:
         answer = _answer_letter(answer, choices)
-    return BenchmarkItem(str(item_id), str(image), question.strip(), answer.strip(), choices)
+    hint = obj.get("hint", "")
+    if not isinstance(hint, str):
+        raise _FieldError("hint", "must be a string")
+    kind = obj.get("kind", EXACT)
+    if kind not in KINDS:
+        raise _FieldError("kind", f"must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind == YES_NO and not choices and answer.strip().lower() not in ("yes", "no"):
+        raise _FieldError("answer", f"a yes_no item's answer is Yes or No, not {answer!r}")
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict):
+        raise _FieldError("meta", "must be a JSON object")
+    return BenchmarkItem(
+        str(item_id), str(image), question.strip(), answer.strip(), choices, hint.strip(), kind,
+        meta,
+    )
 
 
 def read_benchmark(

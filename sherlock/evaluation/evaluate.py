@@ -3,11 +3,14 @@
 ``evaluate`` runs the rounds of ``sherlock.generation.self_correct`` on a benchmark and scores
 every turn; ``accuracy_rows`` turns a run's summary into tidy rows (one per turn), and
 ``paper_table`` lays the rows of many runs out like the paper's table: one row per checkpoint,
-direct and self-corrected accuracy per benchmark and on average.
+direct and self-corrected score per benchmark (each in its own metric,
+``sherlock.evaluation.metrics``) and their average, with the paper's published averages beside
+them when given.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +32,11 @@ TABLE_COLUMNS = (
     *(status for status in STATUSES if status != CORRECT),
     "gained",
     "lost",
+    "metric",
+    "score",  # the benchmark's own metric (MME: 0-2800)
+    "percent",  # the same on 0-100, what the average uses
+    "parts",  # the metric's parts (HallusionBench's aAcc, fAcc, qAcc; MME's subtasks), JSON
+    "malformed_rows",  # rows of the benchmark file that could not be evaluated
 )
 
 
@@ -44,6 +52,8 @@ def score_turns(item: BenchmarkItem, turns: Sequence[str]) -> dict[str, Any]:
         "turns": list(turns),
         "predictions": [score.prediction for score in scores],
         "statuses": [score.status for score in scores],
+        "kind": item.answer_kind,
+        "meta": item.meta,
     }
 
 
@@ -85,10 +95,24 @@ def evaluate(
 
 
 def accuracy_rows(summary: dict[str, Any], checkpoint: str, benchmark: str) -> list[dict]:
-    """Tidy rows (one per turn) of one checkpoint on one benchmark."""
-    return [
-        {"checkpoint": checkpoint, "benchmark": benchmark, **entry} for entry in summary["turns"]
-    ]
+    """Tidy rows (one per turn) of one checkpoint on one benchmark; a summary without a metric
+    is scored by accuracy."""
+    rows = []
+    for entry in summary["turns"]:
+        percent = entry.get("percent", entry["accuracy"] * 100)
+        rows.append(
+            {
+                "checkpoint": checkpoint,
+                "benchmark": benchmark,
+                **entry,
+                "metric": summary.get("metric", "accuracy"),
+                "score": entry.get("score", percent),
+                "percent": percent,
+                "parts": json.dumps(entry.get("parts", {}), sort_keys=True),
+                "malformed_rows": summary.get("malformed_rows", 0),
+            }
+        )
+    return rows
 
 
 def accuracy_frame(rows: Sequence[dict[str, Any]], checkpoints: Sequence[str]) -> pd.DataFrame:
@@ -103,24 +127,34 @@ def accuracy_frame(rows: Sequence[dict[str, Any]], checkpoints: Sequence[str]) -
     return frame.reset_index(drop=True)
 
 
-def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy in percent, a row per checkpoint, laid out like the paper's table: per benchmark
-    the direct answer (turn 0) and the self-corrected one (last turn); then the average over
-    benchmarks at every turn and the change self-correction made to it."""
-    percent = frame.assign(accuracy=frame["accuracy"] * 100)
-    last = int(percent["turn"].max())
+def paper_table(
+    frame: pd.DataFrame, published: dict[str, tuple[float, float | None]] | None = None
+) -> pd.DataFrame:
+    """A row per checkpoint, laid out like the paper's table: per benchmark its own score
+    (accuracy in percent, MME's summed score, …) for the direct answer (turn 0) and the
+    self-corrected one (last turn); then the average over benchmarks (each on 0-100) at every
+    turn and the change self-correction made to it; then, with ``published`` (checkpoint →
+    direct, self-corrected), the paper's averages beside ours."""
+    last = int(frame["turn"].max())
     blocks = {}
-    for benchmark, rows in percent.groupby("benchmark", sort=False):
-        by_turn = rows.pivot_table(
-            index="checkpoint", columns="turn", values="accuracy", sort=False
-        )
+    for benchmark, rows in frame.groupby("benchmark", sort=False):
+        by_turn = rows.pivot_table(index="checkpoint", columns="turn", values="score", sort=False)
         blocks[benchmark] = pd.DataFrame(
             {"direct": by_turn[0], "self-corrected": by_turn[last]}, index=by_turn.index
         )
-    average = percent.groupby(["checkpoint", "turn"], sort=False)["accuracy"].mean().unstack()
+    average = frame.groupby(["checkpoint", "turn"], sort=False)["percent"].mean().unstack()
     average_block = average.rename(columns=lambda t: "direct" if t == 0 else f"turn {t}")
     average_block["change"] = average[last] - average[0]
     blocks["average"] = average_block
+    if published:
+        blocks["paper (average)"] = pd.DataFrame(
+            {
+                "direct": [published.get(c, (None, None))[0] for c in average.index],
+                "self-corrected": [published.get(c, (None, None))[1] for c in average.index],
+            },
+            index=average.index,
+            dtype=float,
+        )
     table = pd.concat(blocks, axis=1)
     table.columns.names = ["checkpoint", None]  # shown in the header's corner
     table.index.name = None

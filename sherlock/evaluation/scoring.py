@@ -1,9 +1,11 @@
-"""Scoring a model's response against a benchmark answer: exact match or multiple choice.
+"""Scoring a model's response against a benchmark answer: exact match, multiple choice or
+yes/no (open answers are judged afterwards: ``sherlock.evaluation.open_answers``).
 
 The prediction is the text of the response's first CONCLUSION (the four-stage format of
 docs/method.md §1). A response without one scores as wrong with status ``no_conclusion``; a
-multiple-choice conclusion that names no option scores as wrong with status ``no_option``.
-Both are counted, so a model that breaks the format is told apart from one that answers wrong.
+multiple-choice conclusion that names no option, or a yes/no conclusion that says neither or
+both, scores as wrong with status ``no_option``. Both are counted, so a model that breaks the
+format is told apart from one that answers wrong.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from sherlock.data.response import extract_answer, normalise_answer
-from sherlock.evaluation.benchmark_files import LETTERS, BenchmarkItem
+from sherlock.evaluation.benchmark_files import LETTERS, YES_NO, BenchmarkItem
 
 CORRECT = "correct"
 WRONG = "wrong"
@@ -24,6 +26,7 @@ STATUSES = (CORRECT, WRONG, NO_CONCLUSION, NO_OPTION)
 _LEADING_LETTER = re.compile(r"^(?:\(([A-Z])\)|([A-Z])(?:[.:)]|$))")
 # "the answer is B", "Answer: (B)", "option B"
 _NAMED_LETTER = re.compile(r"\b(?i:answer(?: is)?|option)\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])")
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,25 @@ def chosen_option(conclusion: str, choices: tuple[str, ...]) -> str | None:
     return by_text[0] if len(by_text) == 1 else None
 
 
+def yes_or_no(text: str) -> str | None:
+    """"Yes" or "No" when the text says exactly one of the two words (VLMEvalKit's yes/no
+    extraction: punctuation ignored, any case), else None."""
+    words = set(_WORD.findall(text.lower()))
+    if ("yes" in words) == ("no" in words):
+        return None
+    return "Yes" if "yes" in words else "No"
+
+
 def score_response(item: BenchmarkItem, response: str) -> Score:
     """How one response answers one item."""
     conclusion = extract_answer(response)
     if conclusion is None:
         return Score(None, NO_CONCLUSION)
+    if item.answer_kind == YES_NO:
+        said = yes_or_no(conclusion)
+        if said is None:
+            return Score(None, NO_OPTION)
+        return Score(said, CORRECT if said.lower() == item.answer.lower() else WRONG)
     if item.multiple_choice:
         letter = chosen_option(conclusion, item.choices)
         if letter is None:

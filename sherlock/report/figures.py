@@ -39,7 +39,8 @@ def _save(figure: plt.Figure, path: str | os.PathLike[str]) -> None:
 
 
 def accuracy_by_turn(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """One panel per benchmark (and their average): accuracy at each turn, a line per checkpoint."""
+    """One panel per benchmark (and their average): the score at each turn on 0-100 (MME's over
+    its maximum), a line per checkpoint."""
     benchmarks = list(dict.fromkeys(frame["benchmark"]))
     panels = benchmarks + (["average"] if len(benchmarks) > 1 else [])
     figure, axes = plt.subplots(
@@ -48,12 +49,12 @@ def accuracy_by_turn(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     turns = sorted(frame["turn"].unique())
     for axis, panel in zip(axes[0], panels, strict=True):
         rows = frame if panel == "average" else frame[frame["benchmark"] == panel]
-        means = rows.groupby(["checkpoint", "turn"], sort=False)["accuracy"].mean() * 100
+        means = rows.groupby(["checkpoint", "turn"], sort=False)["percent"].mean()
         for checkpoint in dict.fromkeys(rows["checkpoint"]):
             axis.plot(turns, means[checkpoint].reindex(turns), marker="o", label=checkpoint)
         axis.set_title(panel)
         axis.set_xticks(turns, ["direct" if t == 0 else f"turn {t}" for t in turns])
-        axis.set_ylabel("accuracy (%)")
+        axis.set_ylabel("score (%)")
         axis.grid(alpha=0.3)
     axes[0][-1].legend(
         title="checkpoint", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0)
