@@ -3,14 +3,16 @@
 A missing file would otherwise fail late: ``base_model.path: /nonexistent`` plans and starts the
 data jobs, then fails inside the first training. What is checked, each problem naming the key:
 
-- models (``base_model.path`` unless "tiny", the llm judge's ``online.judge.model``): a local
+- models (``base_model.path`` and ``online.judge.model`` unless "tiny", and
+  ``evaluation.judge.model`` when a benchmark is judged): a local
   folder; or a Hugging Face hub id (``org/name``, no such local folder). A hub id is accepted
   as it is when the hub may be asked (``HF_HUB_OFFLINE`` unset: only the hub can tell, and a
   plan must not need the network); with ``HF_HUB_OFFLINE`` set it must be in the local cache,
   since nothing can fetch it later.
 - files: the DeepSpeed configs (``deepspeed`` of every sft and preference section; a relative
-  path is read from the workflow folder), ``source.path``, every benchmark's ``path`` and
-  ``prompts.refine``; folders: ``source.image_root`` and every benchmark's ``image_root``.
+  path is read from the workflow folder), ``source.path`` and ``prompts.refine``; folders:
+  ``source.image_root`` and every benchmark's ``image_root``. Benchmark files themselves are
+  checked with how to get them (``sherlock.evaluation.benchmark_config``).
   Other relative paths are read from the working directory, as the jobs read them.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sherlock.config import ConfigError
+from sherlock.evaluation.benchmark_config import resolved_benchmarks
 
 # org/name as the hub spells repository ids; anything else that is not a folder is a bad path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -90,7 +93,7 @@ def path_problems(
     if base != "tiny":
         problems.append(model_problem("base_model.path", base, environ, cache_dir))
     judge = config["online"]["judge"]
-    if judge["kind"] == "llm" and judge.get("model"):
+    if judge["kind"] == "llm" and judge.get("model") and judge["model"] != "tiny":
         problems.append(model_problem("online.judge.model", judge["model"], environ, cache_dir))
     for stage in ("sft", "preference"):
         for section, values in config[stage].items():
@@ -103,11 +106,19 @@ def path_problems(
             problems.append(_file("source.path", source["path"]))
         if source.get("image_root"):
             problems.append(_folder("source.image_root", source["image_root"]))
-    for name, benchmark in config["evaluation"]["benchmarks"].items():
-        problems.append(_file(f"evaluation.benchmarks.{name}.path", benchmark["path"]))
-        if benchmark.get("image_root"):
+    # Benchmark files are checked where they are resolved (under evaluation.data_dir), with how
+    # to get a missing one: sherlock.evaluation.benchmark_config.check_benchmark_files.
+    evaluation = config["evaluation"]
+    for name, benchmark in resolved_benchmarks(evaluation).items():
+        if benchmark["image_root"]:
             key = f"evaluation.benchmarks.{name}.image_root"
             problems.append(_folder(key, benchmark["image_root"]))
+    if any(b["metric"] == "judge" for b in resolved_benchmarks(evaluation).values()):
+        judge_model = evaluation["judge"].get("model")
+        if judge_model:
+            problems.append(
+                model_problem("evaluation.judge.model", judge_model, environ, cache_dir)
+            )
     if config["prompts"].get("refine"):
         problems.append(_file("prompts.refine", config["prompts"]["refine"]))
     return [problem for problem in problems if problem]

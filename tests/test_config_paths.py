@@ -52,6 +52,8 @@ def test_models_are_folders_or_hub_ids_the_run_can_reach(tmp_path: Path) -> None
 def test_every_path_of_the_config_is_checked_and_named(tmp_path: Path) -> None:
     config = copy.deepcopy(DEFAULT_CONFIG)
     assert path_problems(config, ROOT, OFFLINE) == []  # the embedded default builds its own
+    config["online"]["judge"].update(kind="llm", model="tiny")  # built here too (tiny_judge)
+    assert path_problems(config, ROOT, OFFLINE) == []
     config["base_model"]["path"] = "/nonexistent"
     config["online"]["judge"].update(kind="llm", model=str(tmp_path / "judge"))
     config["sft"]["r0"]["deepspeed"] = "config/deepspeed/ds_z3.json"  # in the workflow folder
@@ -59,15 +61,18 @@ def test_every_path_of_the_config_is_checked_and_named(tmp_path: Path) -> None:
     config["source"].update(format="llava_cot", path=str(tmp_path / "train.jsonl"))
     config["source"]["image_root"] = str(tmp_path / "images")
     config["evaluation"]["benchmarks"] = {
-        "mmstar": {"path": str(tmp_path / "mmstar.jsonl"), "image_root": str(tmp_path / "mm")}
+        "mmstar": {"path": str(tmp_path / "mmstar.jsonl"), "image_root": str(tmp_path / "mm")},
+        "mmvet": {"path": str(tmp_path / "MMVet.tsv"), "format": "vlmevalkit"},  # judged
+        "dropped": None,  # a config leaving a preset's benchmark out
     }
+    config["evaluation"]["judge"]["model"] = str(tmp_path / "answer_judge")
     config["prompts"]["refine"] = str(tmp_path / "refine.txt")
     problems = path_problems(config, ROOT, ONLINE)
     keys = sorted(problem.split(":")[0] for problem in problems)
     assert keys == [
         "base_model.path",
-        "evaluation.benchmarks.mmstar.image_root",
-        "evaluation.benchmarks.mmstar.path",
+        "evaluation.benchmarks.mmstar.image_root",  # its file: check_benchmark_files
+        "evaluation.judge.model",
         "online.judge.model",
         "preference.online.deepspeed",
         "prompts.refine",
@@ -76,7 +81,7 @@ def test_every_path_of_the_config_is_checked_and_named(tmp_path: Path) -> None:
     ]
     missing = str(ROOT / "config" / "deepspeed" / "missing.json")
     assert f"preference.online.deepspeed: no such file: {missing}" in problems
-    for folder in ("judge", "images", "mm"):
+    for folder in ("judge", "images", "mm", "answer_judge"):
         (tmp_path / folder).mkdir()
     for name in ("train.jsonl", "mmstar.jsonl", "refine.txt"):
         (tmp_path / name).write_text("")
