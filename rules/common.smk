@@ -262,6 +262,18 @@ def training_launch_options():
     return options + (f" --nodes {nodes}" if nodes > 1 else "")
 
 
+def tracking_options(wildcards, output):
+    """--report-to and --tracking-dir of a training (config tracking): its live curves go to
+    <results>/tracking/<model folder name> (r0, sft, offline, iter1, ...). A function of the
+    output, which Snakemake does not count as a params change: switching tracking on or off
+    retrains nothing (sherlock.runtime.tracking)."""
+    report_to = config["tracking"]["report_to"]
+    if report_to == "none":
+        return ""
+    folder = res("tracking", os.path.basename(os.path.normpath(output.model)))
+    return f"--report-to {report_to} --tracking-dir {shlex.quote(folder)}"
+
+
 def remote_code_option():
     """--trust-remote-code for runs of the base model's family, only when the config opts in."""
     return "--trust-remote-code" if config["base_model"]["trust_remote_code"] else ""
