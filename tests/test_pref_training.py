@@ -555,7 +555,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
 
     uninterrupted = run_file("whole")
     assert prepare_run(uninterrupted, resume=True) is None
-    train_from_file(uninterrupted, tmp_path / "whole")
+    whole_summary = train_from_file(uninterrupted, tmp_path / "whole")
 
     interrupted = run_file("resumed")
     original_step = SherlockTrainer.training_step
@@ -578,6 +578,14 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
     summary = train_from_file(interrupted, tmp_path / "resumed", checkpoint)
 
     assert summary["records"] == 8 and summary["records_without_weight"] == 8
+    # The summary's mean loss is the whole logged history's, as uninterrupted (it was 0.35
+    # against 1.78 when Trainer's train_loss, which forgets the steps before the resume, served).
+    resumed_history = summary["log_history"]
+    assert [e["step"] for e in resumed_history if "loss" in e] == list(range(1, 9))
+    assert summary["train_loss"] == pytest.approx(whole_summary["train_loss"], rel=1e-5)
+    trainers_own = whole_summary["log_history"][-1]["train_loss"]
+    assert whole_summary["train_loss"] == pytest.approx(trainers_own)  # uninterrupted: agree
+    assert resumed_history[-1]["train_loss"] < 0.9 * summary["train_loss"]  # Trainer's own
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert whole.keys() == resumed.keys()
