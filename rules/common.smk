@@ -213,6 +213,7 @@ def judge_options():
         gen = config["generation"]
         options += (
             f" --judge-model {shlex.quote(judge['model'])} --judge-batch-size {judge['batch_size']}"
+            f" --judge-chunk-size {judge['chunk_size']}"
             f" --judge-max-new-tokens {judge['max_new_tokens']} --dtype {judge['dtype']}"
             f" --backend {gen['backend']}{vllm_options()}"
         )
