@@ -63,7 +63,7 @@ def test_tensorboard_receives_every_metric_of_the_sherlock_trainer(
     run = preference_run(tmp_path, tiny_model_dir, records, synthetic_dir)
     folder = tmp_path / "results" / "tracking" / "offline"
     tracking = Tracking("tensorboard", str(folder))
-    tracking.start(resuming=False)
+    tracking.start(None)
     summary = train_from_file(run, tmp_path / "offline", tracking=tracking)
 
     logged = [entry for entry in summary["log_history"] if "loss" in entry]
@@ -155,16 +155,34 @@ def test_llamafactory_reports_to_the_training_folder(
     assert not list((tmp_path / "r0").rglob(EVENTS))
 
 
-def test_a_fresh_start_clears_the_folder_and_a_resume_appends(tmp_path: Path) -> None:
+def test_a_fresh_start_clears_the_folder_and_a_resume_drops_the_lost_steps(
+    tmp_path: Path,
+) -> None:
+    """Killed after step 5 with its checkpoint at step 3, then resumed: TensorBoard shows steps
+    1-3 of the first attempt and 4-6 of the resumed one, each step once."""
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
     folder = tmp_path / "tracking" / "sft"
     tracking = Tracking("tensorboard", str(folder))
-    tracking.start(resuming=False)
-    (folder / "events.out.tfevents.old").write_text("first attempt")
-    tracking.start(resuming=True)
-    assert (folder / "events.out.tfevents.old").exists()
-    tracking.start(resuming=False)
+    tracking.start(None)
+    with SummaryWriter(str(folder)) as killed:
+        for step in range(1, 6):
+            killed.add_scalar("train/loss", float(step), step)
+    time.sleep(1.1)  # event files are ordered by their names, which hold the second
+    tracking.start(3)
+    time.sleep(1.1)
+    with SummaryWriter(str(folder)) as resumed:
+        for step in range(4, 7):
+            resumed.add_scalar("train/loss", 10.0 + step, step)
+    assert scalars(folder)["train/loss"] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0), (6, 16.0)
+    ]
+    tracking.start(None)
     assert folder.is_dir() and not any(folder.iterdir())
-    Tracking().start(resuming=False)  # none: touches nothing
+    Tracking().start(None)  # none: touches nothing
+    assert not (tmp_path / "none").exists()
 
 
 def test_the_environment_is_set_for_the_block_only() -> None:

@@ -13,6 +13,7 @@ import sys
 
 from sherlock.preference.run import distributed_relaunch, prepare_run, train_from_file
 from sherlock.runtime.multinode import across_nodes
+from sherlock.runtime.resumable_training import checkpoint_step
 from sherlock.runtime.step_summary import stage_summary
 from sherlock.runtime.tracking import add_tracking_arguments, tracking_from_args
 
@@ -37,7 +38,7 @@ def main() -> None:
         argv = [sys.executable, *sys.argv]
         if "NODE_RANK" not in os.environ:  # the job's own process: decide, then start the nodes
             resume_from = prepare_run(args.run_file, args.resume)
-            tracking.start(resuming=resume_from is not None)
+            tracking.start(checkpoint_step(resume_from) if resume_from else None)
             argv += ["--resume-from", str(resume_from)] if resume_from else []
             if args.nodes > 1:
                 command = across_nodes(args.nodes, argv, os.environ)

@@ -66,13 +66,21 @@ class Tracking:
             return {}
         return {TRACKERS[self.report_to][1]: str(Path(self.folder).absolute())}
 
-    def start(self, resuming: bool) -> None:
-        """A training that starts afresh starts an empty folder (a resumed one appends to it),
-        so the curves shown are those of the run that made the checkpoint."""
-        if self.enabled:
-            if not resuming:
-                shutil.rmtree(self.folder, ignore_errors=True)
-            Path(self.folder).mkdir(parents=True, exist_ok=True)
+    def start(self, resume_step: int | None) -> None:
+        """Ready the folder before the training starts. Afresh (``resume_step`` None) it is
+        emptied. Resumed from the checkpoint of step N, it is kept and marked so that TensorBoard
+        drops the points the killed attempt logged after step N, which the resumed one logs
+        again: a writer with ``purge_step`` records that at step N + 1, in an event file older
+        than the resumed training's own (this process writes it first)."""
+        if not self.enabled:
+            return
+        if resume_step is None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            SummaryWriter(self.folder, purge_step=resume_step + 1).close()
 
 
 @contextmanager

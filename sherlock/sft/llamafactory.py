@@ -21,6 +21,7 @@ from sherlock.runtime.multinode import across_nodes
 from sherlock.runtime.resumable_training import (
     RESUME_FILE,
     checkpoint_keys,
+    checkpoint_step,
     finalise,
     prepare_scratch,
     run_fingerprint,
@@ -137,7 +138,7 @@ def run_training(
     command = [cli, "train", str(run_file)]
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1"}
     if tracking is not None:
-        tracking.start(resuming=checkpoint is not None)
+        tracking.start(checkpoint_step(checkpoint) if checkpoint is not None else None)
         command.append(f"report_to={tracking.report_to}")  # LLaMA-Factory's key=value override
         env.update(tracking.environment())
     if nodes > 1:
