@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from defaults import objective_keys
 from test_pref_training import make_examples
 
 from sherlock.preference.records import preference_row
+from sherlock.runtime.step_summary import mean_training_loss
 from sherlock.runtime.tracking import Tracking, TrackingError, tracking_environment
 
 SECRET = "hf_tracking_secret_0123456789"
@@ -29,6 +32,22 @@ def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
         tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
         for tag in accumulator.Tags()["scalars"]
     }
+
+
+def run_script(name: str, arguments: list[str], tracking: list[str]) -> str:
+    """A workflow script run as its rule runs it, with a secret in the environment; its output."""
+    script = Path(__file__).resolve().parents[1] / "workflow_scripts" / name
+    environ = {**os.environ, "HF_TOKEN": SECRET}
+    environ.pop("TENSORBOARD_LOGGING_DIR", None)
+    result = subprocess.run(
+        [sys.executable, str(script), *arguments, *tracking],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def preference_run(tmp_path: Path, tiny_model_dir: Path, records, synthetic_dir) -> Path:
@@ -54,17 +73,20 @@ def preference_run(tmp_path: Path, tiny_model_dir: Path, records, synthetic_dir)
 
 
 def test_tensorboard_receives_every_metric_of_the_sherlock_trainer(
-    tmp_path: Path, tiny_model_dir: Path, records, synthetic_dir, monkeypatch
+    tmp_path: Path, tiny_model_dir: Path, records, synthetic_dir
 ) -> None:
-    from sherlock.preference.run import train_from_file
-
-    monkeypatch.setenv("HF_TOKEN", SECRET)
-    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    """The workflow's entry point with the options the rules pass (config tracking)."""
     run = preference_run(tmp_path, tiny_model_dir, records, synthetic_dir)
     folder = tmp_path / "results" / "tracking" / "offline"
-    tracking = Tracking("tensorboard", str(folder))
-    tracking.start(None)
-    summary = train_from_file(run, tmp_path / "offline", tracking=tracking)
+    folder.mkdir(parents=True)
+    (folder / "events.out.tfevents.0.earlier.attempt").write_text("a fresh start empties this")
+    result = run_script(
+        "train_sherlock.py",
+        [str(run), "--model-dir", str(tmp_path / "offline")],
+        ["--report-to", "tensorboard", "--tracking-dir", str(folder)],
+    )
+    summary = json.loads((tmp_path / "offline" / "sherlock_training.json").read_text())
+    assert f"mean training loss {mean_training_loss(summary['log_history']):.4f}" in result
 
     logged = [entry for entry in summary["log_history"] if "loss" in entry]
     assert len(logged) == 2  # 4 records / batch 2, a log line per step
@@ -87,7 +109,7 @@ def test_tensorboard_receives_every_metric_of_the_sherlock_trainer(
         assert curves[f"train/{key}"] == [
             (entry["step"], pytest.approx(entry[key], rel=1e-5, abs=1e-6)) for entry in logged
         ]
-    assert "TENSORBOARD_LOGGING_DIR" not in os.environ  # set for the training only
+    assert not (folder / "events.out.tfevents.0.earlier.attempt").exists()
     assert not list((tmp_path / "offline").rglob(EVENTS))  # nothing inside the model folder
     for path in folder.rglob("*"):
         assert SECRET.encode() not in path.read_bytes()  # credentials stay in the environment
@@ -104,13 +126,12 @@ def test_none_writes_no_event_file(
 
 
 def test_llamafactory_reports_to_the_training_folder(
-    tmp_path: Path, tiny_model_dir: Path, records, synthetic_dir, monkeypatch
+    tmp_path: Path, tiny_model_dir: Path, records, synthetic_dir
 ) -> None:
     """A tiny LLaMA-Factory SFT: the run file keeps report_to none; the launch sends its
     curves to the tracking folder, live (TensorBoard's reader sees the logged losses)."""
-    from sherlock.sft.llamafactory import dataset_info, run_training, train_config, write_run_files
+    from sherlock.sft.llamafactory import dataset_info, train_config, write_run_files
 
-    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     rows = [
         {"conversations": record["conversations"], "images": [record["image"]]}
         for record in records[:8]
@@ -140,14 +161,18 @@ def test_llamafactory_reports_to_the_training_folder(
         tmp_path / "train.yaml", tmp_path / "dataset_info.json", config, dataset_info("d_a", data)
     )
     folder = tmp_path / "tracking" / "r0"
-    run_training(
-        tmp_path / "train.yaml", tmp_path / "r0", tracking=Tracking("tensorboard", str(folder))
+    result = run_script(
+        "train_llamafactory.py",
+        ["--yaml", str(tmp_path / "train.yaml"), "--model-dir", str(tmp_path / "r0")],
+        ["--report-to", "tensorboard", "--tracking-dir", str(folder)],
     )
 
     assert yaml.safe_load((tmp_path / "train.yaml").read_text())["report_to"] == "none"
     state = json.loads((tmp_path / "r0" / "trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "loss" in entry]
     assert len(logged) == 2
+    # the summary line's mean loss is the logged history's
+    assert f"mean training loss {mean_training_loss(state['log_history']):.4f}" in result
     curves = scalars(folder)
     assert curves["train/loss"] == [
         (entry["step"], pytest.approx(entry["loss"], rel=1e-4)) for entry in logged
@@ -177,7 +202,12 @@ def test_a_fresh_start_clears_the_folder_and_a_resume_drops_the_lost_steps(
         for step in range(4, 7):
             resumed.add_scalar("train/loss", 10.0 + step, step)
     assert scalars(folder)["train/loss"] == [
-        (1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0), (6, 16.0)
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+        (4, 14.0),
+        (5, 15.0),
+        (6, 16.0),
     ]
     tracking.start(None)
     assert folder.is_dir() and not any(folder.iterdir())

@@ -1,4 +1,8 @@
-"""Run one LLaMA-Factory training from its rendered YAML; the checkpoint appears only when done."""
+"""Run one LLaMA-Factory training from its rendered YAML; the checkpoint appears only when done.
+
+``--report-to`` and ``--tracking-dir`` (config ``tracking``) send the curves, live, to the
+tracker (``sherlock.runtime.tracking``).
+"""
 
 import argparse
 import json

@@ -4,7 +4,8 @@ With more than one visible GPU the script starts itself again under ``torchrun``
 GPU (as ``llamafactory-cli train`` does for Stage I), unless it already runs under a launcher.
 The launching process decides once whether to resume, and tells every rank. With ``--nodes N``
 (inside a SLURM job) it then starts itself on every node (``sherlock.runtime.multinode``),
-where each copy runs ``torchrun`` across the nodes.
+where each copy runs ``torchrun`` across the nodes. ``--report-to`` and ``--tracking-dir``
+(config ``tracking``) send the curves, live, to the tracker (``sherlock.runtime.tracking``).
 """
 
 import argparse
