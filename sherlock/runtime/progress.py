@@ -163,7 +163,7 @@ def report(jobs: list[Job], plan: dict[str, int] | None) -> str:
     done = sum(job.state == "done" for job in jobs)
     lines.append(f"done {done}, running {sum(running.values())}, waiting {sum(waiting.values())}")
     if plan is None:
-        lines.append("waiting: not known (no plan; run without --no-plan)")
+        lines.append("waiting: not known (no plan from Snakemake)")
         return "\n".join(lines)
     quick = sum(count for rule, count in plan.items() if rule not in stage_of)
     if quick:
