@@ -171,10 +171,13 @@ def report(jobs: list[Job], plan: dict[str, int] | None) -> str:
     left = [*waiting.items(), *((job.rule, 1) for job in jobs if job.state == "running")]
     known = sum(mean[rule] * n for rule, n in left if rule in mean)
     unknown = sum(n for rule, n in left if rule not in mean)
-    lines.append(
-        f"remaining: ≈ {clock(known)} of job time for the jobs whose rule has finished once"
-        + (f"; {unknown} job(s) without an estimate" if unknown else "")
-    )
+    if known == 0 and unknown:
+        lines.append(f"remaining: no estimate yet (no job of these {unknown} has a finished twin)")
+    elif left:
+        lines.append(
+            f"remaining: ≈ {clock(known)} of job time for the jobs whose rule has finished once"
+            + (f"; {unknown} job(s) without an estimate" if unknown else "")
+        )
     return "\n".join(lines)
 
 

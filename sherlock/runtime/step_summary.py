@@ -39,6 +39,7 @@ def mean_training_loss(log_history: Iterable[dict]) -> float:
     that many steps. Trainer's own ``train_loss`` cannot serve: after a resume it sums only the
     resumed steps' losses but divides by all steps (0.35 where the logged losses were 1.6-2.0).
     ``log_history`` is what ``trainer_state.json`` keeps, restored from the checkpoint on resume.
+    The last steps, fewer than ``logging_steps``, have no log line and are not counted.
     """
     total, steps, previous = 0.0, 0, 0
     for entry in log_history:
