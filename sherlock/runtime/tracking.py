@@ -70,8 +70,10 @@ class Tracking:
         """Ready the folder before the training starts. Afresh (``resume_step`` None) it is
         emptied. Resumed from the checkpoint of step N, it is kept and marked so that TensorBoard
         drops the points the killed attempt logged after step N, which the resumed one logs
-        again: a writer with ``purge_step`` records that at step N + 1, in an event file older
-        than the resumed training's own (this process writes it first)."""
+        again: a writer with ``purge_step`` records that at step N + 1, in an event file read
+        before the resumed training's own (TensorBoard reads them in name order, and names
+        start with the second a file is opened: the training opens its own once its model is
+        loaded, seconds later)."""
         if not self.enabled:
             return
         if resume_step is None:
