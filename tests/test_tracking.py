@@ -197,7 +197,6 @@ def test_a_fresh_start_clears_the_folder_and_a_resume_drops_the_lost_steps(
             killed.add_scalar("train/loss", float(step), step)
     time.sleep(1.1)  # event files are ordered by their names, which hold the second
     tracking.start(3)
-    time.sleep(1.1)
     with SummaryWriter(str(folder)) as resumed:
         for step in range(4, 7):
             resumed.add_scalar("train/loss", 10.0 + step, step)

@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import os
 import shutil
+import time
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,8 +73,8 @@ class Tracking:
         drops the points the killed attempt logged after step N, which the resumed one logs
         again: a writer with ``purge_step`` records that at step N + 1, in an event file read
         before the resumed training's own (TensorBoard reads them in name order, and names
-        start with the second a file is opened: the training opens its own once its model is
-        loaded, seconds later)."""
+        start with the second a file is opened: a second passes before the training opens its
+        own)."""
         if not self.enabled:
             return
         if resume_step is None:
@@ -83,6 +84,7 @@ class Tracking:
             from torch.utils.tensorboard import SummaryWriter
 
             SummaryWriter(self.folder, purge_step=resume_step + 1).close()
+            time.sleep(1.0)
 
 
 @contextmanager
