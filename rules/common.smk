@@ -246,7 +246,7 @@ def judge_options():
         gen = config["generation"]
         options += (
             f" --judge-model {shlex.quote(judge_model_path())}"
-            f" --judge-batch-size {judge['batch_size']}"
+            f" --judge-batch-size {judge['batch_size']} --judge-chunk-size {judge['chunk_size']}"
             f" --judge-max-new-tokens {judge['max_new_tokens']} --dtype {judge['dtype']}"
             f" --backend {gen['backend']}{vllm_options()}"
         )
@@ -348,6 +348,18 @@ def training_launch_options():
     options = "--resume" if config["checkpointing"]["resume"] else "--no-resume"
     nodes = config["resources"]["train"].get("nodes", 1)
     return options + (f" --nodes {nodes}" if nodes > 1 else "")
+
+
+def tracking_options(wildcards, output):
+    """--report-to and --tracking-dir of a training (config tracking): its live curves go to
+    <results>/tracking/<model folder name> (r0, sft, offline, iter1, ...). A function of the
+    output, which Snakemake does not count as a params change: switching tracking on or off
+    retrains nothing (sherlock.runtime.tracking)."""
+    report_to = config["tracking"]["report_to"]
+    if report_to == "none":
+        return ""
+    folder = res("tracking", os.path.basename(os.path.normpath(output.model)))
+    return f"--report-to {report_to} --tracking-dir {shlex.quote(folder)}"
 
 
 def remote_code_option():

@@ -96,6 +96,7 @@ rule offline:
         python=PY,
         script=script("train_sherlock"),
         launch=training_launch_options(),
+        tracking=tracking_options,
     resources:
         **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
@@ -108,5 +109,6 @@ rule offline:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
+            " {input.run:q} --model-dir {output.model:q} {params.launch} {params.tracking}"
+            " > {log:q} 2>&1"
         )

@@ -163,6 +163,7 @@ rule iter_model:
         python=PY,
         script=script("train_sherlock"),
         launch=training_launch_options(),
+        tracking=tracking_options,
     resources:
         **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
@@ -175,7 +176,8 @@ rule iter_model:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " {input.run:q} --model-dir {output.model:q} {params.launch} > {log:q} 2>&1"
+            " {input.run:q} --model-dir {output.model:q} {params.launch} {params.tracking}"
+            " > {log:q} 2>&1"
         )
 
 

@@ -48,6 +48,7 @@ rule r0:
         python=PY,
         script=script("train_llamafactory"),
         launch=training_launch_options(),
+        tracking=tracking_options,
     log:
         log_file("r0"),
     benchmark:
@@ -57,7 +58,7 @@ rule r0:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch}"
+            " --yaml {input.yaml:q} --model-dir {output.model:q} {params.launch} {params.tracking}"
             " > {log:q} 2>&1"
         )
 

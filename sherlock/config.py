@@ -45,6 +45,11 @@ def cross_field_problems(config: dict) -> list[str]:
     judge = config["online"]["judge"]
     if judge["kind"] == "llm" and not judge.get("model"):
         problems.append("online.judge.model: required when online.judge.kind is llm")
+    if judge["chunk_size"] % judge["batch_size"]:
+        problems.append(
+            f"online.judge.chunk_size: {judge['chunk_size']} is not a multiple of "
+            f"online.judge.batch_size ({judge['batch_size']}); chunks must be whole batches"
+        )
     generation = config["generation"]
     if generation["chunk_size"] % generation["batch_size"]:
         problems.append(

@@ -110,3 +110,16 @@ def test_evaluation_settings_are_checked(config):
     config["evaluation"]["rounds"] = -1
     with pytest.raises(ConfigError, match=r"evaluation\.rounds"):
         validate_config(config, SCHEMA)
+
+
+def test_tracking_and_the_judge_chunks_are_checked(config):
+    assert config["tracking"]["report_to"] == "none"  # nothing is tracked unless asked
+    config["tracking"]["report_to"] = "tensorboard"
+    validate_config(config, SCHEMA)
+    config["tracking"]["report_to"] = "wandb"
+    with pytest.raises(ConfigError, match=r"tracking\.report_to: 'wandb' is not one of"):
+        validate_config(config, SCHEMA)
+    config["tracking"]["report_to"] = "none"
+    config["online"]["judge"]["chunk_size"] = 24  # judge batch 16
+    with pytest.raises(ConfigError, match=r"online\.judge\.chunk_size: 24 is not a multiple"):
+        validate_config(config, SCHEMA)

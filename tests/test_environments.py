@@ -166,6 +166,7 @@ def test_the_llm_judge_runs_on_the_generation_backend_in_its_stack(tmp_path, mon
     assert re.search(launch + r"\S*workflow_scripts/select_chosen\.py", on_vllm), on_vllm
     assert "--judge llm --judge-model Qwen/Qwen2.5-7B-Instruct" in on_vllm
     assert "--backend vllm --gpu-memory-utilization 0.9 --max-model-len 4096" in on_vllm
+    assert "--judge-chunk-size 32" in on_vllm  # its replies are saved chunk by chunk
 
     on_transformers = chosen_command(
         {"python": {"generate": str(vllm_python)}, "online": {"judge": llm}}

@@ -252,3 +252,58 @@ def test_the_llm_judge_script_asks_the_text_model_of_its_backend(
     assert [row["id"] for row in kept] == [
         row["id"] for row, reply in zip(rows, expected, strict=True) if says_yes(reply)
     ]
+
+
+def test_a_killed_llm_judge_resumes_to_the_verdicts_of_an_uninterrupted_one(
+    tmp_path: Path, tiny_text_model_dir: Path
+) -> None:
+    """select_chosen.py with the llm judge, SIGKILLed once its first chunk of replies is saved,
+    then rerun: it reads the saved replies back, asks the model only the rest, and writes the
+    files of an uninterrupted run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ok = [response("red"), response("blue"), response("blue"), response("blue")]
+    rows = [candidate(f"item{n}", ok) for n in range(24)]  # 6 chunks of 4 prompts
+    path = tmp_path / "candidates.json"
+    path.write_text(json.dumps(rows))
+    script = Path(__file__).resolve().parents[1] / "workflow_scripts" / "select_chosen.py"
+
+    def command(folder: Path) -> list[str]:
+        folder.mkdir(exist_ok=True)
+        words = [sys.executable, str(script), "--candidates", str(path), "--judge", "llm"]
+        words += ["--judge-model", str(tiny_text_model_dir), "--backend", "transformers"]
+        words += ["--judge-batch-size", "2", "--judge-chunk-size", "4"]
+        words += ["--judge-max-new-tokens", "24", "--seed", "1", "--target", "100"]
+        words += ["--min-pairs", "0", "--output", str(folder / "chosen.json")]
+        return [*words, "--summary", str(folder / "summary.yaml")]
+
+    whole = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert not (tmp_path / "whole" / "chosen.json.progress").exists()  # deleted when done
+
+    progress = tmp_path / "killed" / "chosen.json.progress"
+    job = subprocess.Popen(
+        command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not list(progress.glob("call*-chunk*.json")) and job.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    saved = len(list(progress.glob("call*-chunk*.json")))
+    assert 1 <= saved < 6, "the job ended before it could be killed mid-way"
+    assert not (tmp_path / "killed" / "chosen.json").exists()
+
+    rerun = subprocess.run(command(tmp_path / "killed"), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{saved} chunk(s) read back" in rerun.stderr
+    assert f"{6 - saved} generated" in rerun.stderr
+    for name in ("chosen.json", "summary.yaml"):
+        assert (tmp_path / "killed" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    assert not progress.exists()

@@ -521,15 +521,22 @@ def test_sft_term_is_the_mean_token_nll_of_every_chosen_target(
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
     tiny_model_dir: Path, tmp_path: Path, examples: list[PreferenceExample], monkeypatch
 ) -> None:
-    """Crash at step 3 of 8, rerun: the resumed model equals an uninterrupted run's.
+    """Crash at step 4 of 8 (checkpoint at step 2), rerun: the resumed model equals an
+    uninterrupted run's, its summary reports the uninterrupted mean loss, and its TensorBoard
+    curve has every step once (step 3, logged by both attempts, is dropped from the first).
 
     It would not if the resumed attempt recomputed the reference log-probs with the already
     updated policy, restarted the data order, or lost the optimizer state.
     """
+    import time
+
     import yaml
     from safetensors.torch import load_file
+    from test_tracking import scalars
 
     from sherlock.preference.run import prepare_run, train_from_file
+    from sherlock.runtime.resumable_training import checkpoint_step
+    from sherlock.runtime.tracking import Tracking
 
     prefs = tmp_path / "prefs.json"
     prefs.write_text(json.dumps([preference_row(ex) for ex in examples]))
@@ -546,7 +553,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
             "learning_rate": 1e-3,
             "logging_steps": 1,
             "save_strategy": "steps",
-            "save_steps": 1,
+            "save_steps": 2,
             "save_total_limit": 2,
             "report_to": "none",
             "seed": 3,
@@ -556,29 +563,46 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
 
     uninterrupted = run_file("whole")
     assert prepare_run(uninterrupted, resume=True) is None
-    train_from_file(uninterrupted, tmp_path / "whole")
+    whole_summary = train_from_file(uninterrupted, tmp_path / "whole")
 
     interrupted = run_file("resumed")
     original_step = SherlockTrainer.training_step
     steps = {"n": 0}
 
-    def crash_at_third_step(self, *args, **kwargs):
+    def crash_at_fourth_step(self, *args, **kwargs):
         steps["n"] += 1
-        if steps["n"] == 3:
+        if steps["n"] == 4:
             raise KeyboardInterrupt("killed")
         return original_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(SherlockTrainer, "training_step", crash_at_third_step)
+    tracking = Tracking("tensorboard", str(tmp_path / "tracking" / "resumed"))
+    monkeypatch.setattr(SherlockTrainer, "training_step", crash_at_fourth_step)
     assert prepare_run(interrupted, resume=True) is None
+    tracking.start(None)
     with pytest.raises(KeyboardInterrupt):
-        train_from_file(interrupted, tmp_path / "resumed")
+        train_from_file(interrupted, tmp_path / "resumed", tracking=tracking)
     monkeypatch.setattr(SherlockTrainer, "training_step", original_step)
     assert not (tmp_path / "resumed").exists()  # no half-made checkpoint target
+    time.sleep(1.1)  # the rerun of a killed job comes later (event files are named by second)
     checkpoint = prepare_run(interrupted, resume=True)
     assert checkpoint == tmp_path / "resumed.partial" / "checkpoint-2"
-    summary = train_from_file(interrupted, tmp_path / "resumed", checkpoint)
+    tracking.start(checkpoint_step(checkpoint))
+    summary = train_from_file(interrupted, tmp_path / "resumed", checkpoint, tracking)
 
     assert summary["records"] == 8 and summary["records_without_weight"] == 8
+    # The summary's mean loss is the whole logged history's, as uninterrupted (it was 0.35
+    # against 1.78 when Trainer's train_loss, which forgets the steps before the resume, served).
+    resumed_history = summary["log_history"]
+    assert [e["step"] for e in resumed_history if "loss" in e] == list(range(1, 9))
+    assert summary["train_loss"] == pytest.approx(whole_summary["train_loss"], rel=1e-5)
+    trainers_own = whole_summary["log_history"][-1]["train_loss"]
+    assert whole_summary["train_loss"] == pytest.approx(trainers_own)  # uninterrupted: agree
+    assert resumed_history[-1]["train_loss"] < 0.9 * summary["train_loss"]  # Trainer's own
+    curve = scalars(tmp_path / "tracking" / "resumed")["train/loss"]
+    assert [step for step, _ in curve] == list(range(1, 9))
+    assert [value for _, value in curve] == [
+        pytest.approx(e["loss"], rel=1e-5) for e in resumed_history if "loss" in e
+    ]
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert whole.keys() == resumed.keys()

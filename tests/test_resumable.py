@@ -128,6 +128,32 @@ def test_a_damaged_chunk_file_is_regenerated(tmp_path: Path) -> None:
     assert outputs == SeededFake(2).generate(requests, SAMPLED)
 
 
+class TextFake:
+    """A text backend (the llm judge's) under the same seed contract."""
+
+    def __init__(self, fail_after_calls: int | None = None) -> None:
+        self.fail_after_calls = fail_after_calls
+        self.calls: list[list[str]] = []
+
+    def generate_text(self, user_texts, sampling):
+        if self.fail_after_calls is not None and len(self.calls) >= self.fail_after_calls:
+            raise RuntimeError("killed")
+        self.calls.append(list(user_texts))
+        return [f"{text}:{sampling.seed + i // 2}" for i, text in enumerate(user_texts)]
+
+
+def test_text_replies_resume_chunk_by_chunk(tmp_path: Path) -> None:
+    prompts = [f"prompt {i}" for i in range(10)]
+    expected = TextFake().generate_text(prompts, SAMPLED)
+    with pytest.raises(RuntimeError):
+        _resumable(TextFake(fail_after_calls=1), tmp_path / "p").generate_text(prompts, SAMPLED)
+    again = TextFake()
+    resumed = _resumable(again, tmp_path / "p")
+    assert resumed.generate_text(prompts, SAMPLED) == expected
+    assert again.calls == [prompts[4:8], prompts[8:]]  # the first chunk was read back
+    assert (resumed.resumed_chunks, resumed.generated_chunks) == (1, 2)
+
+
 def test_chunks_must_be_whole_batches(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="multiple of the batch size"):
         ResumableBackend(SeededFake(2), tmp_path, chunk_size=3, batch_size=2, identity="m")

@@ -1,19 +1,57 @@
-"""Stage III chosen: keep the candidates whose turns 1-3 agree (self-consistency judge)."""
+"""Stage III chosen: keep the candidates whose turns 1-3 agree (self-consistency judge).
+
+The llm judge saves its replies every --judge-chunk-size prompts in ``<output>.progress/``, as
+generating jobs do (sherlock.generation.resumable): a killed job, rerun, reads them back and
+asks the model only the rest, reaching the same verdicts.
+"""
 
 import argparse
 import sys
 from functools import partial
+from typing import Any
 
 import yaml
 
 from sherlock.data.prompts import load_prompt
 from sherlock.data.sharegpt import read_json, write_json
 from sherlock.generation import SamplingParams, load_text_backend
-from sherlock.generation.job import add_vllm_arguments
+from sherlock.generation.job import add_vllm_arguments, finish_progress, progress_folder
+from sherlock.generation.resumable import ResumableBackend
 from sherlock.online.judge import exact_equivalent, llm_equivalent
 from sherlock.online.self_consistency import select_chosen, shortfall_warning
 from sherlock.runtime import atomic
+from sherlock.runtime.fingerprints import folder_signature
 from sherlock.runtime.step_summary import stage_summary
+
+
+def judge_backend(args: argparse.Namespace) -> Any:
+    """The llm judge's text backend, loaded only when a prompt is not answered in the saved
+    progress; with --judge-chunk-size its replies are saved chunk by chunk."""
+    options: dict[str, Any] = {"batch_size": args.judge_batch_size, "dtype": args.dtype}
+    if args.backend == "vllm":
+        options.update(
+            seed=args.seed,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
+        )
+
+    def load() -> Any:
+        return load_text_backend(
+            args.backend, args.judge_model, trust_remote_code=args.trust_remote_code, **options
+        )
+
+    if args.judge_chunk_size is None:
+        return load()
+    # What the replies depend on besides the prompts (each chunk's fingerprint holds those).
+    own = {"candidates", "target", "min_pairs", "output", "summary", "gpu_memory_utilization"}
+    settings = sorted((key, value) for key, value in vars(args).items() if key not in own)
+    return ResumableBackend(
+        load,
+        progress_folder(args.output),
+        chunk_size=args.judge_chunk_size,
+        batch_size=args.judge_batch_size,
+        identity={"arguments": settings, "model": folder_signature(args.judge_model)},
+    )
 
 
 def main() -> None:
@@ -29,6 +67,13 @@ def main() -> None:
     )
     add_vllm_arguments(parser)
     parser.add_argument("--judge-batch-size", type=int, default=8)
+    parser.add_argument(
+        "--judge-chunk-size",
+        type=int,
+        default=None,
+        help="llm: save the replies every this many prompts (a multiple of --judge-batch-size); "
+        "a rerun after a kill resumes from them",
+    )
     parser.add_argument("--judge-max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument(
@@ -50,16 +95,7 @@ def main() -> None:
     else:
         if not args.judge_model:
             sys.exit("online.judge.model: the llm judge needs a text model")
-        options = {"batch_size": args.judge_batch_size, "dtype": args.dtype}
-        if args.backend == "vllm":
-            options.update(
-                seed=args.seed,
-                gpu_memory_utilization=args.gpu_memory_utilization,
-                max_model_len=args.max_model_len,
-            )
-        backend = load_text_backend(
-            args.backend, args.judge_model, trust_remote_code=args.trust_remote_code, **options
-        )
+        backend = judge_backend(args)
         greedy = SamplingParams(0.0, 1.0, args.judge_max_new_tokens, args.seed)
         template = load_prompt("consistency_judge")
 
@@ -100,6 +136,8 @@ def main() -> None:
         )
     write_json(args.output, kept)
     atomic.write_yaml(args.summary, summary)
+    if args.judge == "llm":
+        finish_progress(backend)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""Run one LLaMA-Factory training from its rendered YAML; the checkpoint appears only when done."""
+"""Run one LLaMA-Factory training from its rendered YAML; the checkpoint appears only when done.
+
+``--report-to`` and ``--tracking-dir`` (config ``tracking``) send the curves, live, to the
+tracker (``sherlock.runtime.tracking``).
+"""
 
 import argparse
 import json
 import os
 
-from sherlock.runtime.step_summary import stage_summary
+from sherlock.runtime.step_summary import mean_training_loss, stage_summary
+from sherlock.runtime.tracking import add_tracking_arguments, tracking_from_args
 from sherlock.sft.llamafactory import run_training
 
 
@@ -19,14 +24,24 @@ def main() -> None:
         help="continue an interrupted attempt from its last complete intermediate checkpoint",
     )
     parser.add_argument("--nodes", type=int, default=1, help="nodes of this SLURM job to train on")
+    add_tracking_arguments(parser)
     args = parser.parse_args()
-    run_training(args.yaml, args.model_dir, resume=args.resume, nodes=args.nodes)
+    run_training(
+        args.yaml,
+        args.model_dir,
+        resume=args.resume,
+        nodes=args.nodes,
+        tracking=tracking_from_args(args),
+    )
     with open(os.path.join(args.model_dir, "all_results.json"), encoding="utf-8") as handle:
         results = json.load(handle)
+    # From the whole logged history: all_results.json's train_loss is wrong after a resume.
+    with open(os.path.join(args.model_dir, "trainer_state.json"), encoding="utf-8") as handle:
+        loss = mean_training_loss(json.load(handle).get("log_history", []))
     stage_summary(
         f"train {os.path.basename(os.path.normpath(args.model_dir))}",
         f"LLaMA-Factory SFT, {results.get('epoch', '?')} epochs, mean training loss "
-        f"{results.get('train_loss', float('nan')):.4f} -> {args.model_dir}",
+        f"{loss:.4f} -> {args.model_dir}",
     )
 
 

@@ -4,7 +4,8 @@ With more than one visible GPU the script starts itself again under ``torchrun``
 GPU (as ``llamafactory-cli train`` does for Stage I), unless it already runs under a launcher.
 The launching process decides once whether to resume, and tells every rank. With ``--nodes N``
 (inside a SLURM job) it then starts itself on every node (``sherlock.runtime.multinode``),
-where each copy runs ``torchrun`` across the nodes.
+where each copy runs ``torchrun`` across the nodes. ``--report-to`` and ``--tracking-dir``
+(config ``tracking``) send the curves, live, to the tracker (``sherlock.runtime.tracking``).
 """
 
 import argparse
@@ -13,7 +14,9 @@ import sys
 
 from sherlock.preference.run import distributed_relaunch, prepare_run, train_from_file
 from sherlock.runtime.multinode import across_nodes
+from sherlock.runtime.resumable_training import checkpoint_step
 from sherlock.runtime.step_summary import stage_summary
+from sherlock.runtime.tracking import add_tracking_arguments, tracking_from_args
 
 
 def main() -> None:
@@ -27,13 +30,16 @@ def main() -> None:
         help="continue an interrupted attempt from its last complete intermediate checkpoint",
     )
     parser.add_argument("--nodes", type=int, default=1, help="nodes of this SLURM job to train on")
+    add_tracking_arguments(parser)
     parser.add_argument("--resume-from", default=None, help=argparse.SUPPRESS)  # set for ranks
     args = parser.parse_args()
+    tracking = tracking_from_args(args)
     resume_from = args.resume_from
     if "LOCAL_RANK" not in os.environ:
         argv = [sys.executable, *sys.argv]
         if "NODE_RANK" not in os.environ:  # the job's own process: decide, then start the nodes
             resume_from = prepare_run(args.run_file, args.resume)
+            tracking.start(checkpoint_step(resume_from) if resume_from else None)
             argv += ["--resume-from", str(resume_from)] if resume_from else []
             if args.nodes > 1:
                 command = across_nodes(args.nodes, argv, os.environ)
@@ -41,7 +47,7 @@ def main() -> None:
         relaunch = distributed_relaunch(argv[1:], os.environ)
         if relaunch is not None:
             os.execvp(relaunch[0], relaunch)
-    summary = train_from_file(args.run_file, args.model_dir, resume_from)
+    summary = train_from_file(args.run_file, args.model_dir, resume_from, tracking)
     stage_summary(
         f"train {os.path.basename(os.path.normpath(args.model_dir))}",
         f"{summary['records']} preference records, mean training loss "

@@ -1,10 +1,11 @@
 """Generation that survives being killed: finished chunks are kept on disk and never redone.
 
-``ResumableBackend`` wraps any backend. Each ``generate`` call is cut into chunks of
-``chunk_size`` requests; every finished chunk is written atomically to the progress folder
-(outside the job's declared outputs, so Snakemake never deletes it with a failed job). A rerun
-of the same job re-reads the chunks whose fingerprint still matches and generates only the rest;
-the job deletes the folder once its own outputs are written.
+``ResumableBackend`` wraps any backend, the llm judge's text backend too (``generate_text``).
+Each call is cut into chunks of ``chunk_size`` requests; every finished chunk is written
+atomically to the progress folder (outside the job's declared outputs, so Snakemake never
+deletes it with a failed job). A rerun of the same job re-reads the chunks whose fingerprint
+still matches and generates only the rest; the job deletes the folder once its own outputs are
+written.
 
 The same chunks shard a job over several GPUs: shard job ``i`` of ``n`` generates the chunks
 whose index is ``i`` modulo ``n`` into its own folder, and the job that gathers them reads every
@@ -27,7 +28,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sherlock.generation.base import GenerationBackend, GenerationRequest, SamplingParams
+from sherlock.generation.base import (
+    GenerationBackend,
+    GenerationRequest,
+    SamplingParams,
+    TextBackend,
+)
 from sherlock.runtime import atomic
 from sherlock.runtime.fingerprints import digest, file_digest
 
@@ -56,7 +62,7 @@ class ResumableBackend(GenerationBackend):
 
     def __init__(
         self,
-        inner: GenerationBackend | Callable[[], GenerationBackend],
+        inner: GenerationBackend | TextBackend | Callable[[], GenerationBackend | TextBackend],
         progress_dir: str | os.PathLike[str],
         *,
         chunk_size: int,
@@ -102,8 +108,9 @@ class ResumableBackend(GenerationBackend):
             atomic.write_json(marker, {"identity": identity})
 
     @property
-    def inner(self) -> GenerationBackend:
-        if not isinstance(self._inner, GenerationBackend):
+    def inner(self) -> Any:
+        """The wrapped backend (``GenerationBackend`` or ``TextBackend``), loaded on first use."""
+        if not hasattr(self._inner, "generate") and not hasattr(self._inner, "generate_text"):
             self._inner = self._inner()
         return self._inner
 
@@ -136,11 +143,36 @@ class ResumableBackend(GenerationBackend):
     def generate(
         self, requests: Sequence[GenerationRequest], sampling: SamplingParams
     ) -> list[str]:
+        return self._chunked(
+            requests,
+            sampling,
+            lambda request: request_fingerprint(request, self._image_digests),
+            lambda chunk, chunk_sampling: self.inner.generate(chunk, chunk_sampling),
+        )
+
+    def generate_text(self, user_texts: Sequence[str], sampling: SamplingParams) -> list[str]:
+        """A text backend's replies (``TextBackend``: the llm judge), kept chunk by chunk as
+        ``generate`` keeps answers; the inner backend follows the same seed contract."""
+        return self._chunked(
+            user_texts,
+            sampling,
+            lambda text: [text],
+            lambda chunk, chunk_sampling: self.inner.generate_text(chunk, chunk_sampling),
+        )
+
+    def _chunked(
+        self,
+        items: Sequence[Any],
+        sampling: SamplingParams,
+        fingerprint_of: Callable[[Any], list[str]],
+        produce: Callable[[list[Any], SamplingParams], list[str]],
+    ) -> list[str]:
+        """One call: every chunk read back when saved, else produced and saved."""
         call = self.calls
         self.calls += 1
         outputs: list[str] = []
-        for chunk_index, start in enumerate(range(0, len(requests), self.chunk_size)):
-            chunk = list(requests[start : start + self.chunk_size])
+        for chunk_index, start in enumerate(range(0, len(items), self.chunk_size)):
+            chunk = list(items[start : start + self.chunk_size])
             if not self.owns(start):
                 outputs += [""] * len(chunk)  # another shard's
                 continue
@@ -148,10 +180,7 @@ class ResumableBackend(GenerationBackend):
                 sampling, seed=sampling.seed + start // self.batch_size
             )
             fingerprint = digest(
-                [
-                    dataclasses.asdict(chunk_sampling),
-                    [request_fingerprint(r, self._image_digests) for r in chunk],
-                ]
+                [dataclasses.asdict(chunk_sampling), [fingerprint_of(item) for item in chunk]]
             )
             name = f"call{call:03d}-chunk{chunk_index:06d}.json"
             texts = self._saved(name, fingerprint, len(chunk))
@@ -161,10 +190,13 @@ class ResumableBackend(GenerationBackend):
                     "rerun the shard jobs (their inputs or settings changed?)"
                 )
             if texts is None:
-                texts = self.inner.generate(chunk, chunk_sampling)
+                texts = produce(chunk, chunk_sampling)
+                if len(texts) != len(chunk):
+                    raise RuntimeError(f"the backend answered {len(texts)} of {len(chunk)}")
+                keys = [getattr(item, "key", start + n) for n, item in enumerate(chunk)]
                 atomic.write_json(
                     self.progress_dir / name,
-                    {"fingerprint": fingerprint, "keys": [r.key for r in chunk], "outputs": texts},
+                    {"fingerprint": fingerprint, "keys": keys, "outputs": texts},
                 )
                 self.generated_chunks += 1
             else:

@@ -33,6 +33,8 @@ from sherlock.runtime.resumable_training import (
     run_fingerprint,
 )
 from sherlock.runtime.safe_loading import model_load_kwargs
+from sherlock.runtime.step_summary import mean_training_loss
+from sherlock.runtime.tracking import Tracking, tracking_environment
 
 # Keys of the run file that are not TrainingArguments.
 RUN_KEYS = (
@@ -138,13 +140,30 @@ def prepare_run(run_file: str | Path, resume: bool) -> Path | None:
 
 
 def train_from_file(
-    run_file: str | Path, model_dir: str | Path, resume_from: str | Path | None = None
+    run_file: str | Path,
+    model_dir: str | Path,
+    resume_from: str | Path | None = None,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Train (from ``resume_from``, an intermediate checkpoint, when given), save a complete
-    Hugging Face folder with its processor, then move it into place."""
+    Hugging Face folder with its processor, then move it into place. ``tracking`` (config
+    ``tracking``) overrides the run file's ``report_to``: every logged metric, the Sherlock
+    losses and each pair's rewards included, reaches the tracker as it is logged."""
+    config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
+    if tracking is not None:
+        config["report_to"] = tracking.report_to
+    with tracking_environment(tracking or Tracking()):
+        return _train(run_file, config, model_dir, resume_from)
+
+
+def _train(
+    run_file: str | Path,
+    config: dict[str, Any],
+    model_dir: str | Path,
+    resume_from: str | Path | None,
+) -> dict[str, Any]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
     ours, args = split_run_config(config)
     dtype = getattr(torch, ours.get("torch_dtype") or "float32")
     model_path = ours["model_name_or_path"]
@@ -195,13 +214,13 @@ def train_from_file(
         processing_class=processor,
         reference_model=reference,
     )
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(scratch))
     summary = {
         "records": len(examples),
         "records_without_weight": sum(example.weight is None for example in examples),
         "frozen_parameters": frozen_count(model, trainer.frozen_parameters),
-        "train_loss": result.training_loss,
+        "train_loss": mean_training_loss(trainer.state.log_history),  # resumes included
         "log_history": trainer.state.log_history,
         "run_file": str(run_file),
     }

@@ -52,8 +52,9 @@ def checkpoint_keys(checkpointing: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _step(folder: Path) -> int:
-    return int(folder.name[len(CHECKPOINT_PREFIX) :])
+def checkpoint_step(folder: str | os.PathLike[str]) -> int:
+    """The optimizer step of an intermediate checkpoint folder (``checkpoint-<step>``)."""
+    return int(Path(folder).name[len(CHECKPOINT_PREFIX) :])
 
 
 def checkpoint_is_complete(folder: Path) -> bool:
@@ -73,7 +74,7 @@ def intermediate_checkpoints(scratch: Path) -> list[Path]:
         for path in scratch.glob(f"{CHECKPOINT_PREFIX}*")
         if path.is_dir() and path.name[len(CHECKPOINT_PREFIX) :].isdigit()
     ]
-    return sorted(folders, key=_step)
+    return sorted(folders, key=checkpoint_step)
 
 
 def last_complete_checkpoint(scratch: Path) -> Path | None:
@@ -100,7 +101,7 @@ def prepare_scratch(scratch: str | os.PathLike[str], fingerprint: str, resume: b
         if same:
             checkpoint = last_complete_checkpoint(scratch)
             if checkpoint is not None:
-                _log(f"resuming training from {checkpoint} (step {_step(checkpoint)})")
+                _log(f"resuming training from {checkpoint} (step {checkpoint_step(checkpoint)})")
                 return checkpoint
         elif intermediate_checkpoints(scratch):
             _log(f"discarding {scratch}: its checkpoints belong to another run")

@@ -21,11 +21,13 @@ from sherlock.runtime.multinode import across_nodes
 from sherlock.runtime.resumable_training import (
     RESUME_FILE,
     checkpoint_keys,
+    checkpoint_step,
     finalise,
     prepare_scratch,
     run_fingerprint,
 )
 from sherlock.runtime.safe_loading import require_safetensors
+from sherlock.runtime.tracking import Tracking
 
 # Keys we always set: what makes a run a full SFT that leaves one clean Hugging Face folder.
 _FIXED = {
@@ -35,7 +37,9 @@ _FIXED = {
     "overwrite_cache": True,
     "overwrite_output_dir": True,  # we decide about resuming (sherlock.runtime.resumable_training)
     "plot_loss": False,
-    "report_to": "none",  # no tracker: nothing (keys included) leaves the machine
+    # The tracker is chosen at launch (run_training's ``tracking``), so the run file, which
+    # decides whether a checkpoint is retrained or resumed, does not depend on it.
+    "report_to": "none",
 }
 
 
@@ -97,14 +101,19 @@ def dataset_files(config: dict[str, Any]) -> list[Path]:
 
 
 def run_training(
-    yaml_path: str | Path, final_dir: str | Path, resume: bool = True, nodes: int = 1
+    yaml_path: str | Path,
+    final_dir: str | Path,
+    resume: bool = True,
+    nodes: int = 1,
+    tracking: Tracking | None = None,
 ) -> None:
     """Train with ``llamafactory-cli`` in the scratch folder, then move the model into place.
 
     The checkpoint target is complete or absent. With ``resume``, a rerun of the same run after
     an interruption continues from its last complete intermediate checkpoint. With ``nodes`` > 1
     (inside a SLURM job) ``llamafactory-cli`` starts on every node and runs ``torchrun`` across
-    them (``sherlock.runtime.multinode``).
+    them (``sherlock.runtime.multinode``). ``tracking`` (config ``tracking``) overrides the
+    run file's ``report_to`` on the command line and names the tracker's folder.
     """
     config = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8"))
     scratch = Path(config["output_dir"])
@@ -126,10 +135,15 @@ def run_training(
         # loads Qwen2-VL checkpoints without it in transformers 5.6 and restores no weight.
         resumed = {"model_name_or_path": str(checkpoint), "resume_from_checkpoint": str(checkpoint)}
         atomic.write_yaml(run_file, {**config, **resumed})
+    command = [cli, "train", str(run_file)]
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1"}
+    if tracking is not None:
+        tracking.start(checkpoint_step(checkpoint) if checkpoint is not None else None)
+        command.append(f"report_to={tracking.report_to}")  # LLaMA-Factory's key=value override
+        env.update(tracking.environment())
     if nodes > 1:
         env["FORCE_TORCHRUN"] = "1"  # torchrun even with one GPU per node: it joins the nodes
-    subprocess.run(across_nodes(nodes, [cli, "train", str(run_file)], env), check=True, env=env)
+    subprocess.run(across_nodes(nodes, command, env), check=True, env=env)
     if not (scratch / "config.json").is_file():
         raise RuntimeError(f"LLaMA-Factory finished without saving a model in {scratch}")
     finalise(scratch, final_dir)
