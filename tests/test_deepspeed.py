@@ -68,7 +68,8 @@ def test_zero3_on_two_cpu_processes_trains_as_without_it(
 ) -> None:
     model = tiny_vlm("mllama")
     prefs = tmp_path / "prefs.json"
-    prefs.write_text(json.dumps([preference_row(e) for e in make_examples(records, synthetic_dir, 4)]))
+    examples = make_examples(records, synthetic_dir, 4)
+    prefs.write_text(json.dumps([preference_row(example) for example in examples]))
     zero3 = _train(tmp_path, "zero3", model, prefs, str(ROOT / "config/deepspeed/ds_z3.json"))
     plain = _train(tmp_path, "plain", model, prefs, None)
     losses = {

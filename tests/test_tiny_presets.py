@@ -62,7 +62,8 @@ def test_mllama_preset_builds_every_stage_on_the_paper_paths(mllama_run: Path) -
     judge = json.loads((mllama_run / "models" / "judge" / "tiny_judge.json").read_text())
     assert judge["heldout_accuracy"] > 0.5
     for k in (1, 2):
-        summary = yaml.safe_load((mllama_run / "online" / f"iter{k}" / "chosen_summary.yaml").read_text())
+        path = mllama_run / "online" / f"iter{k}" / "chosen_summary.yaml"
+        summary = yaml.safe_load(path.read_text())
         assert "judge" in json.dumps(summary)
     # every checkpoint evaluated, every turn scored
     rows = (mllama_run / "eval" / "accuracy.csv").read_text().splitlines()
