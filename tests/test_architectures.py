@@ -25,7 +25,9 @@ REFINE = load_prompt("refine")
 CONFIG = coefficients_of(perturbation({"recipe": "reference"}), 0.1, 0.025)
 
 
-def _train(folder: Path, out: Path, examples, dtype: torch.dtype, epochs: int) -> SherlockTrainer:
+def _train(
+    folder: Path, out: Path, examples, dtype: torch.dtype, epochs: int, freeze: bool = False
+) -> SherlockTrainer:
     processor = AutoProcessor.from_pretrained(folder)
     args = SherlockConfig(
         output_dir=str(out),
@@ -44,6 +46,9 @@ def _train(folder: Path, out: Path, examples, dtype: torch.dtype, epochs: int) -
         report_to="none",
         seed=3,
         use_cpu=True,
+        freeze_vision_tower=freeze,
+        freeze_multi_modal_projector=freeze,
+        freeze_language_model=False,
     )
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype)
     trainer = SherlockTrainer(
@@ -60,9 +65,17 @@ def _train(folder: Path, out: Path, examples, dtype: torch.dtype, epochs: int) -
 def test_sherlock_training_of_mllama_lowers_the_loss(
     tiny_vlm, tmp_path: Path, records: list[dict], synthetic_dir: Path
 ) -> None:
-    """The paper's architecture: cross-attention states and tiles reach every sequence."""
+    """The paper's architecture, trained as the paper preset trains it (vision tower and
+    projector frozen): the loss falls, the frozen weights stay bit-identical, the rest moves."""
     examples = make_examples(records, synthetic_dir, 4)
-    trainer = _train(tiny_vlm("mllama"), tmp_path, examples, torch.float32, epochs=6)
+    folder = tiny_vlm("mllama")
+    before = AutoModelForImageTextToText.from_pretrained(folder).state_dict()
+    trainer = _train(folder, tmp_path, examples, torch.float32, epochs=6, freeze=True)
+    after = trainer.model.state_dict()
+    frozen = [n for n in after if "vision_model" in n or "multi_modal_projector" in n]
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    moved = [n for n in after if n not in frozen and not torch.equal(before[n], after[n])]
+    assert any("cross_attn" in n for n in moved) and any("lm_head" in n for n in moved)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 6
     assert logs[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # policy = reference
