@@ -244,10 +244,9 @@ def test_batched_log_probs_match_each_sequence_alone(
     names = {name: j for j, name in enumerate(SEQUENCE_NAMES)}
     assert examples[0].prefix == examples[0].prefix_l
     assert table[0, names["l_A1"]] == pytest.approx(float(table[0, names["l_A2"]]), abs=1e-4)
-    assert (
-        counts.view(3, -1)[0, names["direct_w"]]
-        == len(processor.tokenizer(examples[0].chosen, add_special_tokens=False)["input_ids"]) + 1
-    )
+    # the target: the chosen response and the template's "<|im_end|>\n"
+    target = processor.tokenizer(examples[0].chosen + "<|im_end|>\n", add_special_tokens=False)
+    assert counts.view(3, -1)[0, names["direct_w"]] == len(target["input_ids"])
     assert bool((logps < 0).all())
 
 
