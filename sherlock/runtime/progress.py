@@ -30,6 +30,7 @@ RULES: list[tuple[str, str, str]] = [
     ("data", "synthetic_data", r"synthetic_data"),
     ("data", "source_records", r"source_records"),
     ("data", "tiny_model", r"tiny_model"),
+    ("data", "tiny_judge", r"tiny_judge"),
     ("Stage I", "r0", r"r0"),
     ("Stage I", "sherlock_sft_data_shard", r"sherlock_sft_data_shard\d+"),
     ("Stage I", "sherlock_sft_data", r"sherlock_sft_data"),
