@@ -31,7 +31,8 @@ _warned: set[str] = set()
 
 def image_owners(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row's image number: (the first row of every distinct image, each row's position
-    among those images)."""
+    among those images), on the CPU: a handful of integers that index and loop."""
+    images = images.cpu()
     distinct, position = torch.unique(images, return_inverse=True)  # sorted: deterministic order
     first = torch.stack([(images == value).nonzero()[0, 0] for value in distinct])
     return first, position
@@ -45,13 +46,14 @@ def _unwrapped(model: Any) -> Any:
 def _qwen_inputs(model: Any, inputs: dict[str, Any], images: torch.Tensor) -> dict[str, Any]:
     inner = _unwrapped(model)
     grid = inputs["image_grid_thw"]  # one image, hence one row, per sequence
-    sizes = grid.prod(-1)
-    starts = torch.cumsum(sizes, 0) - sizes
-    owners, position = image_owners(images.to(grid.device))
+    sizes = grid.prod(-1).tolist()  # the rows' patches, one after another in pixel_values
+    starts = [sum(sizes[:row]) for row in range(len(sizes))]
+    owners, position = image_owners(images)
     pixels = torch.cat(
         [inputs["pixel_values"][starts[r] : starts[r] + sizes[r]] for r in owners.tolist()]
     )
-    features = inner.get_image_features(pixel_values=pixels, image_grid_thw=grid[owners])
+    owner_grid = grid[owners.to(grid.device)]
+    features = inner.get_image_features(pixel_values=pixels, image_grid_thw=owner_grid)
     per_image = features.pooler_output  # one (tokens, hidden) tensor per image
     per_row = torch.cat([per_image[i] for i in position.tolist()])
     input_ids = inputs["input_ids"]
@@ -66,7 +68,8 @@ def _qwen_inputs(model: Any, inputs: dict[str, Any], images: torch.Tensor) -> di
 def _mllama_inputs(model: Any, inputs: dict[str, Any], images: torch.Tensor) -> dict[str, Any]:
     inner = _unwrapped(model).model
     pixels = inputs["pixel_values"]  # (rows, images per row, tiles, channels, height, width)
-    owners, position = image_owners(images.to(pixels.device))
+    owners, position = image_owners(images)
+    owners = owners.to(pixels.device)
     states = inner.vision_model(
         pixel_values=pixels[owners],
         aspect_ratio_ids=inputs["aspect_ratio_ids"][owners],
