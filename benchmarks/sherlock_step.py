@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -66,10 +67,13 @@ GROUPS = {
 
 
 def take(batch: dict, rows: list[int]) -> dict:
-    """The sub-batch of the given sequence rows (Qwen2-VL: pixel rows follow image_grid_thw)."""
+    """The sub-batch of the given sequence rows (Qwen2-VL: pixel rows follow image_grid_thw;
+    Mllama: one pixel row per sequence)."""
     index = torch.tensor(rows)
     out = {k: v[index] for k, v in batch.items() if k not in ("pixel_values", "image_grid_thw")}
-    if "image_grid_thw" in batch:
+    if "image_grid_thw" not in batch and "pixel_values" in batch:
+        out["pixel_values"] = batch["pixel_values"][index]
+    elif "image_grid_thw" in batch:
         grid = batch["image_grid_thw"]
         sizes = grid.prod(-1).tolist()
         starts = [0, *torch.tensor(sizes).cumsum(0).tolist()]
@@ -181,6 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, help="torch's intra-op threads (CPU)")
     parser.add_argument(
         "--freeze-vision",
         action="store_true",
@@ -206,6 +211,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.vision_heavy:
         records = (args.warmup + args.rounds) * args.batch
         model_dir, prefs = vision_heavy.build(Path(args.vision_heavy), records, args.vision_depth)
@@ -296,30 +303,37 @@ def main() -> None:
             f"distinct sequence of round 0 = R {tiny['ratio']:.2f}"
         )
 
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    times.update({"reference pass": [], "reference pass shared": []})
+    # Wall time, and this process's CPU time (all its threads): on a shared machine the second
+    # is less disturbed by other processes, though it counts threads' spinning as work.
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+    keys = (*VARIANTS, "reference pass", "reference pass shared")
+    times = {clock: {key: [] for key in keys} for clock in clocks}
+
+    def timed(run: Callable[[], object]) -> tuple[object, dict[str, float]]:
+        sync()
+        starts = {clock: read() for clock, read in clocks.items()}
+        result = run()
+        sync()
+        return result, {clock: read() - starts[clock] for clock, read in clocks.items()}
+
     gaps = []
     for n, (ours_batch, seed_batch, beta_dpo, beta_sc) in enumerate(batches):
-        ref_times = {}
+        spent = {}
         for key, share in (("reference pass", False), ("reference pass shared", True)):
-            sync()
-            start = time.perf_counter()
             with torch.no_grad():  # what the precompute costs for this batch, once per stage
-                ref_table, _ = batch_log_probs(reference_model, ours_batch, share)
-            sync()
-            ref_times[key] = time.perf_counter() - start
+                (ref_table, _), spent[key] = timed(
+                    partial(batch_log_probs, reference_model, ours_batch, share)
+                )
         order = VARIANTS[n % 3 :] + VARIANTS[: n % 3]  # each goes first in turn
         losses = {}
         for who in order:
-            sync()
-            start = time.perf_counter()
-            losses[who] = step(who, ours_batch, seed_batch, beta_dpo, beta_sc, ref_table)
-            sync()
-            if n >= args.warmup:
-                times[who].append(time.perf_counter() - start)
+            losses[who], spent[who] = timed(
+                partial(step, who, ours_batch, seed_batch, beta_dpo, beta_sc, ref_table)
+            )
         if n >= args.warmup:
-            for key, value in ref_times.items():
-                times[key].append(value)
+            for clock in clocks:
+                for key in keys:
+                    times[clock][key].append(spent[key][clock])
         seed_loss = losses["seed"]
         gaps.append(
             max(abs(losses[w] - seed_loss) for w in VARIANTS) / max(abs(seed_loss), 1e-12)
@@ -328,26 +342,31 @@ def main() -> None:
 
     tokens = int(batches[0][1]["attention_mask"].sum())
     distinct = int(batches[0][0]["input_ids"].shape[0])
-    med = {k: statistics.median(v) for k, v in times.items()}
     print(
-        f"\nmodel {Path(args.model)} on {device} ({args.dtype}), {args.batch} records "
-        f"(= {10 * args.batch} sequences, {tokens} tokens in round 0; {distinct} distinct) per "
-        f"step, vision tower {'frozen' if args.freeze_vision else 'trained'}, "
-        f"{args.rounds} timed rounds after {args.warmup} warm-up"
+        f"\nmodel {Path(args.model)} on {device} ({args.dtype}, {torch.get_num_threads()} "
+        f"threads), {args.batch} records (= {10 * args.batch} sequences, {tokens} tokens in "
+        f"round 0; {distinct} distinct) per step, vision tower "
+        f"{'frozen' if args.freeze_vision else 'trained'}, {args.rounds} timed rounds after "
+        f"{args.warmup} warm-up"
     )
-    for key, value in med.items():
-        samples = [round(t * 1000) for t in times[key]]
-        print(f"  median {key:22s} {value * 1000:9.1f} ms   samples {samples}")
-    for who, ref in (("ours", "reference pass"), ("ours shared", "reference pass shared")):
-        print(f"  seed / {who:28s} {med['seed'] / med[who]:.2f}x")
-        print(f"  seed / ({who} + precompute)      {med['seed'] / (med[who] + med[ref]):.2f}x")
-    print(f"  ours / ours shared                  {med['ours'] / med['ours shared']:.2f}x")
-    print(f"  largest relative loss gap to seed   {max(gaps):.2e}")
+    for clock in clocks:
+        med = {k: statistics.median(v) for k, v in times[clock].items()}
+        print(f"{clock} time:")
+        for key, value in med.items():
+            samples = [round(t * 1000) for t in times[clock][key]]
+            print(f"  median {key:22s} {value * 1000:9.1f} ms   samples {samples}")
+        for who, ref in (("ours", "reference pass"), ("ours shared", "reference pass shared")):
+            with_ref = med["seed"] / (med[who] + med[ref])
+            print(f"  seed / {who:28s} {med['seed'] / med[who]:.2f}x")
+            print(f"  seed / ({who} + precompute) {'':{15 - len(who)}s}{with_ref:.2f}x")
+        print(f"  ours / ours shared                  {med['ours'] / med['ours shared']:.2f}x")
+    print(f"largest relative loss gap to seed     {max(gaps):.2e}")
 
     if args.memory:
         argv = [sys.executable, __file__, "--model", args.model, "--prefs", args.prefs]
         argv += ["--batch", str(args.batch), "--device", args.device, "--dtype", args.dtype]
         argv += ["--freeze-vision"] if args.freeze_vision else []
+        argv += ["--threads", str(args.threads)] if args.threads else []
         kind = "allocated CUDA memory" if device.type == "cuda" else "resident memory"
         print(f"\npeak {kind} of a step, each variant alone in a fresh process:")
         for who in VARIANTS:

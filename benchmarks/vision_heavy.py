@@ -162,7 +162,7 @@ def offline_records(synthetic: Path, count: int) -> list[dict]:
 
 def build(folder: Path, records: int, vision_depth: int) -> tuple[Path, Path]:
     """The tiny model and the preference file under ``folder`` (reused when there)."""
-    model_dir, prefs = folder / f"model_depth{vision_depth}", folder / "offline_prefs.json"
+    model_dir, prefs = folder / f"mllama_depth{vision_depth}", folder / "offline_prefs.json"
     synthetic = folder / "synthetic"
     if not (synthetic / "train.jsonl").is_file():
         build_synthetic_dataset(synthetic, records, 4, TINY_IMAGE_SIZE, SEED)
@@ -179,4 +179,22 @@ def build(folder: Path, records: int, vision_depth: int) -> tuple[Path, Path]:
             vision_depth=vision_depth,
             **TINY,
         )
+        open_cross_attention(model_dir)
     return model_dir, prefs
+
+
+def open_cross_attention(model_dir: Path, gate: float = 0.5) -> None:
+    """Set the cross-attention gates of the Mllama under ``model_dir`` to ``gate``.
+
+    A freshly initialised Mllama's gates are 0 (tanh(0) shuts every cross-attention layer),
+    so its image would change no log-probability and a step that dropped the image would pass
+    for an equal one; a trained model's gates are open.
+    """
+    from transformers import MllamaForConditionalGeneration
+
+    model = MllamaForConditionalGeneration.from_pretrained(model_dir)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                parameter.fill_(gate)
+    model.save_pretrained(model_dir)
