@@ -105,10 +105,7 @@ def test_shared_features_give_the_same_loss_and_gradients(
     batch = make_batch(processor, batches["examples"])
     distinct = len(batch["input_ids"])
     own = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
-    with torch.no_grad():  # Mllama's cross-attention gates start at 0, shutting the image out
-        for name, parameter in own.named_parameters():
-            if "cross_attn_attn_gate" in name or "cross_attn_mlp_gate" in name:
-                parameter.fill_(0.5)
+    open_gates(own)
     shared = copy.deepcopy(own)
     own_calls, shared_calls = count_images(own), count_images(shared)
 
@@ -127,7 +124,16 @@ def test_shared_features_give_the_same_loss_and_gradients(
         torch.testing.assert_close(shared_grads[name], own_grads[name], **TOLERANCE, msg=name)
 
 
-def trained_reference_table(folder: Path, out: Path, examples, share: bool) -> torch.Tensor:
+def open_gates(model) -> None:
+    """Mllama's cross-attention gates start at 0, shutting the image out: open them, so the
+    image changes every log-probability (a no-op for the Qwen models)."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "cross_attn_attn_gate" in name or "cross_attn_mlp_gate" in name:
+                parameter.fill_(0.5)
+
+
+def make_trainer(folder: Path, out: Path, examples, share: bool) -> SherlockTrainer:
     processor = AutoProcessor.from_pretrained(folder)
     args = SherlockConfig(
         output_dir=str(out),
@@ -147,29 +153,41 @@ def trained_reference_table(folder: Path, out: Path, examples, share: bool) -> t
         freeze_language_model=False,
     )
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
-    trainer = SherlockTrainer(
+    open_gates(model)
+    return SherlockTrainer(
         model=model,
         args=args,
         train_dataset=PreferenceDataset(examples, processor, REFINE, CONFIG, None),
         data_collator=PreferenceCollator(processor.tokenizer.pad_token_id),
         processing_class=processor,
     )
-    calls = count_images(model)
-    table = trainer.precompute_reference()
-    assert len(calls) == 2  # two batches of two records: two images each, or one per sequence
-    assert calls == [2, 2] if share else all(count > 2 for count in calls)
-    return table
 
 
-def test_the_reference_table_is_the_same_with_shared_features(
-    tiny_vlm, tmp_path: Path, records: list[dict], synthetic_dir: Path
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_the_trainer_shares_in_its_reference_table_and_its_loss(
+    architecture: str, tiny_vlm, tmp_path: Path, records: list[dict], synthetic_dir: Path
 ) -> None:
+    """Through SherlockTrainer, as training runs it: the reference table (two batches of two
+    records) and the loss of a batch are those of the per-sequence path."""
     examples = make_examples(records, synthetic_dir, 4)
-    folder = tiny_vlm("qwen2_vl")
-    own = trained_reference_table(folder, tmp_path / "own", examples, share=False)
-    shared = trained_reference_table(folder, tmp_path / "shared", examples, share=True)
-    assert own.shape == (4, 10) and torch.all(own < 0)
-    torch.testing.assert_close(shared, own, rtol=1e-5, atol=1e-4)
+    folder = tiny_vlm(architecture)
+    tables, losses = {}, {}
+    for share in (False, True):
+        trainer = make_trainer(folder, tmp_path / str(share), examples, share)
+        calls = count_images(trainer.model)
+        tables[share] = trainer.precompute_reference()
+        # Two images per reference batch when shared, else one per distinct sequence.
+        assert len(calls) == 2
+        assert calls == [2, 2] if share else all(count > 2 for count in calls)
+        # A fixed stand-in for the table: against the policy's own values Δ = 0 and the loss
+        # would be a constant.
+        trainer.train_dataset.reference_logps = torch.linspace(-40.0, -20.0, 40).view(4, 10)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+        losses[share] = trainer.compute_loss(trainer.model, batch).detach()
+        assert calls[2:] == ([2] if share else [len(batch["input_ids"])])
+    assert tables[False].shape == (4, 10) and torch.all(tables[False] < 0)
+    torch.testing.assert_close(tables[True], tables[False], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(losses[True], losses[False], **TOLERANCE)
 
 
 def test_an_architecture_without_sharing_runs_its_own_path_and_says_so_once(
