@@ -3,7 +3,9 @@
 One optimisation step = ONE forward/backward pass over the ten sequences of every record in the
 batch (docs/method.md §6); the reference log-probabilities are computed once, before training, by
 the model the policy starts from (``precompute_ref_log_probs``, the default), or on the fly by a
-frozen copy of it when that is turned off. The mathematics lives in ``sherlock.preference.losses``.
+frozen copy of it when that is turned off. Each record's image goes through the vision tower once
+per pass for all its sequences (``share_vision_features``, ``sherlock.preference.vision_sharing``).
+The mathematics lives in ``sherlock.preference.losses``.
 The parts of the model the freeze keys name are not trained (``sherlock.preference.freezing``);
 before anything runs, every record is checked against ``cutoff_len``.
 """

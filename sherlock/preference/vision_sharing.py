@@ -91,11 +91,6 @@ _BUILDERS: dict[str, Callable[[Any, dict[str, Any], torch.Tensor], dict[str, Any
 }
 
 
-def can_share(model: Any) -> bool:
-    """Whether this architecture's image features can be computed once per image here."""
-    return _unwrapped(model).config.model_type in _BUILDERS
-
-
 def shared_vision_inputs(
     model: Any, inputs: dict[str, Any], images: torch.Tensor | None
 ) -> dict[str, Any]:
