@@ -52,6 +52,13 @@ class SherlockConfig(DPOConfig):
     freeze_language_model: bool | None = field(
         default=None, metadata={"help": "leave the language model untrained"}
     )
+    share_vision_features: bool = field(
+        default=True,
+        metadata={
+            "help": "run each record's image through the vision tower once per forward pass, "
+            "for all its sequences (Qwen2-VL, Qwen2.5-VL, Mllama; others run it per sequence)"
+        },
+    )
     remove_unused_columns: bool = False
 
     def __post_init__(self) -> None:

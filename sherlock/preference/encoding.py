@@ -25,6 +25,7 @@ from sherlock.data.images import fit_pixels
 from sherlock.data.prompts import refine_prompt
 from sherlock.preference.losses import SEQUENCE_NAMES
 from sherlock.preference.records import PreferenceExample
+from sherlock.preference.vision_sharing import shared_vision_inputs
 
 IGNORE_INDEX = -100
 
@@ -204,13 +205,19 @@ def collate_sequences(sequences: list[dict[str, torch.Tensor]], pad_id: int) -> 
     return batch
 
 
-def sequence_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed target log-probabilities and target token counts, one per sequence."""
+def sequence_log_probs(
+    model: Any, batch: dict[str, Any], images: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed target log-probabilities and target token counts, one per sequence.
+
+    ``images`` numbers each row's image: given, rows with the same number share one pass of
+    their image through the vision tower (``sherlock.preference.vision_sharing``).
+    """
     # Here, not at the top: the pair builders encode in the vLLM environment, which has no TRL.
     from trl.trainer.utils import selective_log_softmax
 
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = shared_vision_inputs(model, {k: v for k, v in batch.items() if k != "labels"}, images)
     # The LM head runs only from the position predicting the batch's earliest target token on:
     # the (often long) context before it needs no vocabulary-wide logits.
     first_target = (labels != IGNORE_INDEX).int().argmax(-1).min().item()

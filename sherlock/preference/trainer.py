@@ -3,7 +3,9 @@
 One optimisation step = ONE forward/backward pass over the ten sequences of every record in the
 batch (docs/method.md §6); the reference log-probabilities are computed once, before training, by
 the model the policy starts from (``precompute_ref_log_probs``, the default), or on the fly by a
-frozen copy of it when that is turned off. The mathematics lives in ``sherlock.preference.losses``.
+frozen copy of it when that is turned off. Each record's image goes through the vision tower once
+per pass for all its sequences (``share_vision_features``, ``sherlock.preference.vision_sharing``).
+The mathematics lives in ``sherlock.preference.losses``.
 The parts of the model the freeze keys name are not trained (``sherlock.preference.freezing``);
 before anything runs, every record is checked against ``cutoff_len``.
 """
@@ -111,7 +113,8 @@ class PreferenceCollator:
     Sequences that are identical within a record are encoded once: when p_w = p_l (always in
     the offline pairs, whose prefixes are both cut from Y*) A1 = A2 and B1 = B2 under each
     context, so 6 of the 10 sequences carry all the information. ``sequence_rows`` maps the
-    record-major B×10 sequences (``by_name`` order) to their rows in the batch.
+    record-major B×10 sequences (``by_name`` order) to their rows in the batch;
+    ``sequence_images`` numbers each row's image (its record in the batch).
     """
 
     def __init__(self, pad_id: int) -> None:
@@ -120,6 +123,7 @@ class PreferenceCollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         distinct: list[dict[str, Any]] = []
         rows: list[int] = []
+        images: list[int] = []
         for record, item in enumerate(items):
             seen: dict[tuple, int] = {}
             for sequence in item["sequences"]:
@@ -127,9 +131,11 @@ class PreferenceCollator:
                 if key not in seen:
                     seen[key] = len(distinct)
                     distinct.append(sequence)
+                    images.append(record)
                 rows.append(seen[key])
         batch = collate_sequences(distinct, self.pad_id)
         batch["sequence_rows"] = torch.tensor(rows)
+        batch["sequence_images"] = torch.tensor(images)  # a record's sequences share its image
         batch["beta_dpo"] = torch.stack([item["beta_dpo"] for item in items])
         batch["beta_sc"] = torch.stack([item["beta_sc"] for item in items])
         batch["index"] = torch.tensor([item["index"] for item in items])
@@ -144,13 +150,27 @@ def by_name(values: torch.Tensor, records: int) -> dict[str, torch.Tensor]:
     return {name: table[:, j] for j, name in enumerate(SEQUENCE_NAMES)}
 
 
-_NON_MODEL_KEYS = ("beta_dpo", "beta_sc", "index", "reference_logps", "sequence_rows")
+_NON_MODEL_KEYS = (
+    "beta_dpo",
+    "beta_sc",
+    "index",
+    "reference_logps",
+    "sequence_rows",
+    "sequence_images",
+)
 
 
-def batch_log_probs(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """ℓ and target token counts of every record's ten sequences (B×10, record-major)."""
+def batch_log_probs(
+    model: Any, batch: dict[str, Any], share_vision: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ℓ and target token counts of every record's ten sequences (B×10, record-major).
+
+    With ``share_vision``, each record's image goes through the vision tower once for all its
+    sequences where the architecture allows (``sherlock.preference.vision_sharing``).
+    """
     model_inputs = {k: v for k, v in batch.items() if k not in _NON_MODEL_KEYS}
-    logps, n_tokens = sequence_log_probs(model, model_inputs)
+    images = batch.get("sequence_images") if share_vision else None
+    logps, n_tokens = sequence_log_probs(model, model_inputs, images)
     rows = batch["sequence_rows"].to(logps.device)
     return logps[rows], n_tokens[rows]
 
@@ -268,7 +288,7 @@ class SherlockTrainer(Trainer):
         done = 0
         for batch in tqdm(loader, desc="reference log-probs", disable=quiet):
             inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-            logps, _ = batch_log_probs(model, inputs)
+            logps, _ = batch_log_probs(model, inputs, self.args.share_vision_features)
             rows = len(batch["index"])
             share[done : done + rows] = logps.view(-1, N_SEQ).float().cpu()
             done += rows
@@ -294,12 +314,13 @@ class SherlockTrainer(Trainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         records = inputs["beta_dpo"].shape[0]
-        policy_logps, n_tokens = batch_log_probs(model, inputs)
+        share = self.args.share_vision_features
+        policy_logps, n_tokens = batch_log_probs(model, inputs, share)
         if "reference_logps" in inputs:
             reference_logps = inputs["reference_logps"].to(policy_logps.device).reshape(-1)
         else:
             with torch.no_grad():
-                reference_logps, _ = batch_log_probs(self.reference_model, inputs)
+                reference_logps, _ = batch_log_probs(self.reference_model, inputs, share)
         policy = by_name(policy_logps, records)
         reference = by_name(reference_logps.to(policy_logps.dtype), records)
         mean_nll = None
