@@ -70,7 +70,7 @@ TEXT_BACKENDS: dict[str, Callable[..., TextBackend]] = {
 
 def load_text_backend(name: str, model_path: str, **options: Any) -> TextBackend:
     """The text backend of the generation backend ``name`` (the llm judge runs on the same
-    backend as generation, METHOD.md §7.2), loaded for ``model_path``."""
+    backend as generation, docs/method.md §7), loaded for ``model_path``."""
     return _factory(TEXT_BACKENDS, name)(model_path, **options)
 
 
