@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_workflow import put_paper_benchmarks
 
 from sherlock.preference.run import distributed_relaunch
 from sherlock.runtime.multinode import across_nodes, expand_nodelist, node_environment
@@ -172,6 +173,7 @@ def test_the_slurm_plugin_asks_for_n_nodes_with_their_gpus_and_one_task_each(tmp
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")
+    put_paper_benchmarks(tmp_path)  # the preset's VLMEvalKit files: a plan needs them to exist
     two_nodes = tmp_path / "two_nodes.yaml"
     two_nodes.write_text(
         "resources:\n  train: {gpu: 8, mem_mb: 480000, runtime: 2880, cpus_per_task: 64,"
