@@ -57,3 +57,24 @@ def objective_keys() -> dict[str, Any]:
         **{key: PREFERENCE[key] for key in keys},
         "perturbation": perturbation_section(),
     }
+
+
+def training_args(output_dir: str | Path, **overrides: Any):
+    """The Sherlock trainer's arguments the tests share: the default objective (β 0.1, β_r 0.025,
+    0.2 · DPO + 0.8 · SC), reference precomputed, on the CPU, nothing saved, no tracker, nothing
+    frozen; ``overrides`` win."""
+    from sherlock.preference.arguments import SherlockConfig
+
+    settings: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "beta": 0.1,
+        "beta_refine": 0.025,
+        "dpo_coef": 0.2,
+        "sc_coef": 0.8,
+        "precompute_ref_log_probs": True,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        **{key: False for key in FREEZE_KEYS},
+    }
+    return SherlockConfig(**{**settings, **overrides})

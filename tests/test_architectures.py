@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from defaults import coefficients_of, perturbation  # noqa: E402
+from defaults import coefficients_of, perturbation, training_args  # noqa: E402
 from test_pref_training import make_examples  # noqa: E402
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sherlock.data.prompts import load_prompt
 from sherlock.generation.base import GenerationRequest, SamplingParams
 from sherlock.generation.hf import TransformersBackend
-from sherlock.preference.arguments import SherlockConfig
 from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
 
 REFINE = load_prompt("refine")
@@ -29,23 +28,15 @@ def _train(
     folder: Path, out: Path, examples, dtype: torch.dtype, epochs: int, freeze: bool = False
 ) -> SherlockTrainer:
     processor = AutoProcessor.from_pretrained(folder)
-    args = SherlockConfig(
-        output_dir=str(out),
-        beta=0.1,
-        beta_refine=0.025,
-        dpo_coef=0.2,
-        sc_coef=0.8,
-        precompute_ref_log_probs=True,
+    args = training_args(
+        out,
         bf16=dtype == torch.bfloat16,
         per_device_train_batch_size=4,
         learning_rate=3e-3,
         num_train_epochs=epochs,
         lr_scheduler_type="constant",
         logging_steps=1,
-        save_strategy="no",
-        report_to="none",
         seed=3,
-        use_cpu=True,
         freeze_vision_tower=freeze,
         freeze_multi_modal_projector=freeze,
         freeze_language_model=False,

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from defaults import training_args
 from test_pref_training import CONFIG, make_examples
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sherlock.data.prompts import load_prompt
-from sherlock.preference.arguments import SherlockConfig
 from sherlock.preference.freezing import forbidden_modules, freeze
 from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
 
@@ -52,14 +52,9 @@ def test_frozen_parameters_stay_bit_identical_and_the_rest_moves(
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    args = SherlockConfig(
-        output_dir=str(tmp_path / "out"),
-        beta=0.1,
-        beta_refine=0.025,
-        dpo_coef=0.2,
-        sc_coef=0.8,
+    args = training_args(
+        tmp_path / "out",
         rpo_alpha=1.0,  # the NLL term: every trainable part gets a gradient from step 1
-        precompute_ref_log_probs=True,
         freeze_vision_tower=True,
         freeze_multi_modal_projector=True,
         freeze_language_model=False,
@@ -67,9 +62,6 @@ def test_frozen_parameters_stay_bit_identical_and_the_rest_moves(
         learning_rate=1e-2,
         num_train_epochs=1,
         lr_scheduler_type="constant",
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
         seed=3,
     )
     examples = make_examples(records, synthetic_dir, 4)

@@ -16,7 +16,6 @@ from sherlock.data.chat import render_prompt
 from sherlock.data.prompts import load_prompt, refine_prompt
 from sherlock.data.records import strip_image_token
 from sherlock.perturbation.recipes import truncate
-from sherlock.preference.arguments import SherlockConfig
 from sherlock.preference.encoding import (
     IGNORE_INDEX,
     collate_sequences,
@@ -43,7 +42,13 @@ from sherlock.preference.trainer import (
 )
 
 REFINE = load_prompt("refine")
-from defaults import FREEZE_KEYS, coefficients_of, objective_keys, perturbation  # noqa: E402
+from defaults import (  # noqa: E402
+    FREEZE_KEYS,
+    coefficients_of,
+    objective_keys,
+    perturbation,
+    training_args,
+)
 
 # β = 0.1, β_r = 0.025 (the embedded default's), reference recipe.
 CONFIG = coefficients_of(perturbation({"recipe": "reference"}), 0.1, 0.025)
@@ -318,12 +323,8 @@ def test_bad_records_name_file_record_and_field(
 
 
 def _trainer(tiny_model_dir: Path, tmp_path: Path, examples, processor, **overrides):
-    args = SherlockConfig(
-        output_dir=str(tmp_path / "out"),
-        beta=0.1,
-        beta_refine=0.025,
-        dpo_coef=0.2,
-        sc_coef=0.8,
+    args = training_args(
+        tmp_path / "out",
         precompute_ref_log_probs=overrides.pop("precompute_ref_log_probs", True),
         bf16=False,
         per_device_train_batch_size=4,
@@ -332,10 +333,7 @@ def _trainer(tiny_model_dir: Path, tmp_path: Path, examples, processor, **overri
         num_train_epochs=overrides.pop("num_train_epochs", 1),
         lr_scheduler_type="constant",
         logging_steps=1,
-        save_strategy="no",
-        report_to="none",
         seed=3,
-        use_cpu=True,
         **{key: overrides.pop(key, False) for key in FREEZE_KEYS},
         **overrides,
     )

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from defaults import coefficients_of, perturbation  # noqa: E402
+from defaults import coefficients_of, perturbation, training_args  # noqa: E402
 from test_pref_training import make_examples  # noqa: E402
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sherlock.data.prompts import load_prompt
-from sherlock.preference.arguments import SherlockConfig
 from sherlock.preference.encoding import encode_example
 from sherlock.preference.losses import sherlock_loss
 from sherlock.preference.trainer import (
@@ -135,19 +134,11 @@ def open_gates(model) -> None:
 
 def make_trainer(folder: Path, out: Path, examples, share: bool) -> SherlockTrainer:
     processor = AutoProcessor.from_pretrained(folder)
-    args = SherlockConfig(
-        output_dir=str(out),
-        beta=0.1,
-        beta_refine=0.025,
-        dpo_coef=0.2,
-        sc_coef=0.8,
-        precompute_ref_log_probs=True,
+    args = training_args(
+        out,
         precompute_ref_batch_size=2,
         share_vision_features=share,
         per_device_train_batch_size=2,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
         freeze_vision_tower=False,
         freeze_multi_modal_projector=False,
         freeze_language_model=False,
