@@ -12,13 +12,11 @@ The presets' own sizes are built by benchmarks/workflow_times.py (benchmarks/REA
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import ROOT, planned_jobs, snakemake
+from test_workflow import ROOT, planned_jobs, sherlock_correct, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -90,27 +88,8 @@ def test_mllama_preset_builds_every_stage_on_the_paper_paths(mllama_run: Path) -
 
 
 def test_sherlock_correct_answers_on_the_mllama_iter2(mllama_run: Path) -> None:
-    command = Path(sys.executable).with_name("sherlock-correct")
-    row = json.loads((mllama_run / "synthetic" / "test.jsonl").read_text().split("\n")[0])
-    result = subprocess.run(
-        [
-            str(command),
-            "--model",
-            str(mllama_run / "models" / "iter2"),
-            "--image",
-            str(mllama_run / "synthetic" / row["image"]),
-            "--question",
-            row["conversations"][0]["value"].replace("<image>", "").strip(),
-            "--rounds",
-            "2",
-            "--max-new-tokens",
-            "96",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.count("--- answer: ") == 3
+    out = sherlock_correct(mllama_run, rounds=2, max_new_tokens=96)
+    assert out.count("--- answer: ") == 3
 
 
 def test_qwen25vl_preset_builds_through_offline(tmp_path: Path) -> None:

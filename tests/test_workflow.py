@@ -565,28 +565,24 @@ def test_the_report_builds_and_shows_the_accuracy_table(built):
     assert "acceptance" in stages and "offline preference pairs" in stages
 
 
-def test_the_inference_command_runs_on_a_trained_checkpoint(built):
+def sherlock_correct(results: Path, rounds: int, max_new_tokens: int) -> str:
+    """``sherlock-correct`` on the run's ``iter2`` and its first held-out question; its output."""
     command = Path(sys.executable).with_name("sherlock-correct")
     assert command.is_file(), "the sherlock-correct entry point is installed with the package"
-    row = json.loads((built / "results" / "synthetic" / "test.jsonl").read_text().split("\n")[0])
+    row = json.loads((results / "synthetic" / "test.jsonl").read_text().split("\n")[0])
+    question = row["conversations"][0]["value"].replace("<image>", "").strip()
     result = subprocess.run(
-        [
-            str(command),
-            "--model",
-            str(built / "results" / "models" / "iter2"),
-            "--image",
-            str(built / "results" / "synthetic" / row["image"]),
-            "--question",
-            row["conversations"][0]["value"].replace("<image>", "").strip(),
-            "--rounds",
-            "3",
-            "--max-new-tokens",
-            "160",
-        ],
+        [str(command), "--model", str(results / "models" / "iter2")]
+        + ["--image", str(results / "synthetic" / row["image"]), "--question", question]
+        + ["--rounds", str(rounds), "--max-new-tokens", str(max_new_tokens)],
         capture_output=True,
         text=True,
         check=True,
     )
-    out = result.stdout
+    return result.stdout
+
+
+def test_the_inference_command_runs_on_a_trained_checkpoint(built):
+    out = sherlock_correct(built / "results", rounds=3, max_new_tokens=160)
     assert out.count("=== ") == 4 and "=== self-correction round 3 ===" in out
     assert out.count("--- answer: ") == 4
