@@ -7,7 +7,8 @@ rule tiny_model:
     input:
         corpus=rules.synthetic_data.output.train,
     output:
-        model=directory(res("models", "base")),
+        # With a perception stage (rules/sft.smk) this is its starting point, not the base.
+        model=directory(res("models", "base_init" if PERCEPTION else "base")),
     params:
         python=PY,
         script=script("build_tiny_model"),

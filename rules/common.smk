@@ -40,6 +40,8 @@ RESULTS = config["results_dir"]
 ITERATIONS = list(range(1, config["online"]["iterations"] + 1))
 TINY_BASE = config["base_model"]["path"] == "tiny"
 SYNTHETIC = config["source"]["format"] == "synthetic"
+# The tiny base learns to read its image tokens (scenes described cell by cell) before Stage I.
+PERCEPTION = TINY_BASE and config["tiny_model"]["perception_images"] > 0
 
 
 wildcard_constraints:

@@ -14,6 +14,7 @@ rule synthetic_data:
         n_test=config["synthetic"]["n_test"],
         image_size=config["synthetic"]["image_size"],
         seed=config["seed"],
+        heldout=config["synthetic"]["heldout"],
         out_dir=lambda wildcards, output: os.path.dirname(output.train),
     log:
         log_file("synthetic_data"),
@@ -24,7 +25,33 @@ rule synthetic_data:
     shell:
         "{params.python} {params.script:q} --out-dir {params.out_dir:q}"
         " --n-train {params.n_train:q} --n-test {params.n_test:q}"
-        " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"
+        " --image-size {params.image_size:q} --seed {params.seed:q} --heldout {params.heldout}"
+        " > {log:q} 2>&1"
+
+
+if PERCEPTION:
+
+    rule perception_data:
+        """Synthetic scenes of their own stream, each described cell by cell, for the perception
+        stage of the tiny base."""
+        localrule: True  # runs no model: never a cluster submission
+        output:
+            data=res("data", "perception.json"),
+            images=directory(res("synthetic", "perception_images")),
+        params:
+            python=PY,
+            script=script("build_perception_data"),
+            n=config["tiny_model"]["perception_images"],
+            image_size=config["synthetic"]["image_size"],
+            seed=config["seed"],
+        log:
+            log_file("perception_data"),
+        conda:
+            TRAIN_ENV
+        shell:
+            "{params.python} {params.script:q} --output {output.data:q}"
+            " --image-dir {output.images:q} --n {params.n} --image-size {params.image_size}"
+            " --seed {params.seed} > {log:q} 2>&1"
 
 
 rule source_records:

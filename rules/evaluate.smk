@@ -235,6 +235,33 @@ if BENCHMARKS:
             " --html {output.html:q} --figure {output.figure:q} {params.paper} > {log:q} 2>&1"
 
 
+    rule does_it_work:
+        """This run's scores beside the blind baselines, and the method's signature checked."""
+        localrule: True  # runs no model: never a cluster submission
+        input:
+            accuracy=rules.accuracy_table.output.json,
+            chosen=expand(rules.chosen.output.summary, k=ITERATIONS),
+        output:
+            html=report(
+                res("eval", "does_it_work.html"),
+                caption="../report/does_it_work.rst",
+                category="3. Evaluation",
+                labels={"figure": "does it work?"},
+            ),
+            json=res("eval", "does_it_work.json"),
+        params:
+            python=PY,
+            script=script("does_it_work"),
+        log:
+            log_file("does_it_work"),
+        conda:
+            TRAIN_ENV
+        shell:
+            "{params.python} {params.script:q} --accuracy {input.accuracy:q}"
+            " --chosen-summaries {input.chosen:q} --html {output.html:q} --json {output.json:q}"
+            " > {log:q} 2>&1"
+
+
     rule evaluation:
         """Every checkpoint scored on every benchmark (`snakemake --cores all evaluation`), and
         VLMEvalKit's prediction files of the VLMEvalKit datasets."""
@@ -323,5 +350,6 @@ rule report_figures:
     localrule: True
     input:
         rules.accuracy_table.output if BENCHMARKS else [],
+        rules.does_it_work.output if BENCHMARKS else [],
         rules.data_report.output,
         expand(rules.training_curves.output.figure, stage=TRAINED),

@@ -140,3 +140,36 @@ use rule r0 as sft with:
         log_file("sft"),
     benchmark:
         benchmark_file("sft")
+
+
+if PERCEPTION:
+
+    # The perception stage: the random tiny model fine-tuned (LLaMA-Factory, sft.perception) to
+    # describe scenes cell by cell; the result is the base model every stage starts from.
+    use rule r0_config as perception_config with:
+        localrule: True  # runs no model (not inherited through use rule)
+        input:
+            data=rules.perception_data.output.data,
+        output:
+            yaml=res("llamafactory", "perception", "train.yaml"),
+            info=res("llamafactory", "perception", "dataset_info.json"),
+        params:
+            model=res("models", "base_init"),
+            dataset_name="sherlock_perception",
+            hparams=json.dumps(sft_hparams("perception"), sort_keys=True),
+            scratch=res("models", "base.partial"),
+        log:
+            log_file("perception_config"),
+
+    use rule r0 as perception with:
+        input:
+            yaml=rules.perception_config.output.yaml,
+            info=rules.perception_config.output.info,
+            data=rules.perception_data.output.data,
+            base=rules.tiny_model.output.model,
+        output:
+            model=directory(res("models", "base")),
+        log:
+            log_file("perception"),
+        benchmark:
+            benchmark_file("perception")

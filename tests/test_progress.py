@@ -81,8 +81,10 @@ def test_every_benchmarked_rule_is_known() -> None:
     rules = {rule for _, rule, _ in RULES}
     found = set()
     for path in (ROOT / "rules").glob("*.smk"):
-        for block in re.split(r"(?m)^(?=rule |use rule )", path.read_text(encoding="utf-8")):
-            name = re.match(r"(?:use rule \w+ as |rule )(\w+)", block)
+        # rules may sit indented under an `if` (the perception stage, the VLMEvalKit rules)
+        text = path.read_text(encoding="utf-8")
+        for block in re.split(r"(?m)^(?=[ \t]*(?:rule |use rule ))", text):
+            name = re.match(r"\s*(?:use rule \w+ as |rule )(\w+)", block)
             if name and re.search(r"^\s+benchmark:", block, re.M):
                 found.add(name.group(1))
     assert found == rules

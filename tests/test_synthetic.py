@@ -11,7 +11,16 @@ import pytest
 from PIL import Image
 
 from sherlock.data.response import extract_answer, parse_stages
-from sherlock.embedded.synthetic import BACKGROUND, COLOURS, KINDS, build_synthetic_dataset
+from sherlock.embedded.synthetic import (
+    BACKGROUND,
+    COLOURS,
+    KINDS,
+    PERCEPTION_QUESTION,
+    Shape,
+    build_perception_data,
+    build_synthetic_dataset,
+    grid_description,
+)
 
 
 def _read(path: Path) -> list[dict]:
@@ -119,3 +128,61 @@ def test_other_image_sizes(tmp_path: Path) -> None:
             assert image.size == (84, 84)
     with pytest.raises(ValueError, match="image_size"):
         build_synthetic_dataset(tmp_path / "small", 1, 1, 20, seed=1)
+
+
+def test_the_validation_stream_is_a_disjoint_draw(tmp_path: Path, synthetic_dir: Path) -> None:
+    summary = build_synthetic_dataset(tmp_path, 40, 12, 56, seed=7, heldout="validation")
+    assert summary["heldout"] == "validation"
+    # the training records are the same; the held-out file holds other scenes and questions
+    assert _read(tmp_path / "train.jsonl") == _read(synthetic_dir / "train.jsonl")
+    validation, test = _read(tmp_path / "test.jsonl"), _read(synthetic_dir / "test.jsonl")
+    assert [r["id"] for r in validation] == [f"shapes-validation-{i:06d}" for i in range(12)]
+    assert not {json.dumps(r["scene"]) for r in validation} & {json.dumps(r["scene"]) for r in test}
+    for record in validation:
+        question = record["conversations"][0]["value"].removeprefix("<image>\n")
+        assert extract_answer(record["conversations"][1]["value"]) == _derive_answer(
+            question, record["scene"]
+        )
+    with pytest.raises(ValueError, match="heldout"):
+        build_synthetic_dataset(tmp_path / "x", 1, 1, 56, seed=7, heldout="train")
+
+
+def test_grid_description_names_every_cell_in_reading_order() -> None:
+    scene = [
+        Shape("red", "circle", 0, 1, (30, 2, 45, 17)),
+        Shape("purple", "triangle", 1, 0, (3, 30, 20, 47)),
+    ]
+    assert grid_description(scene) == (
+        "top left: no shape; top right: a red circle; bottom left: a purple triangle; "
+        "bottom right: no shape."
+    )
+
+
+def test_perception_rows_describe_their_own_images(tmp_path: Path) -> None:
+    out = tmp_path / "perception.json"
+    summary = build_perception_data(out, tmp_path / "images", 24, 56, seed=7)
+    rows = json.loads(out.read_text())
+    assert summary["scenes"] == len(rows) == 24
+    row = rows[3]
+    assert row["conversations"][0]["value"] == "<image>" + PERCEPTION_QUESTION
+    assert row["images"] == [str(tmp_path / "images" / "shapes-perception-000003.png")]
+    for row in rows:
+        with Image.open(row["images"][0]) as image:
+            pixels = image.convert("RGB").load()
+        # each cell the description names holds that colour at some pixel; the others are blank
+        for part in row["conversations"][1]["value"].rstrip(".").split("; "):
+            place, thing = part.split(": ")
+            row_, col = ("bottom" in place), ("right" in place)
+            cell = [
+                pixels[x, y]
+                for x in range(28 * col, 28 * col + 28)
+                for y in range(28 * row_, 28 * row_ + 28)
+            ]
+            coloured = [p for p in cell if p != BACKGROUND]
+            if thing == "no shape":
+                assert not coloured
+            else:
+                colour = COLOURS[thing.split()[1]]
+                assert any(
+                    max(abs(a - b) for a, b in zip(p, colour, strict=True)) <= 18 for p in coloured
+                )

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sherlock.data.response import parse_stages
+from sherlock.data.response import normalise_answer, parse_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 PAPER = ROOT / "config" / "presets" / "paper_llama32v.yaml"
 QWEN = ROOT / "config" / "presets" / "qwen25vl_7b.yaml"
+DEMO = ROOT / "config" / "presets" / "demo.yaml"
 
 pytestmark = pytest.mark.workflow
 
@@ -63,7 +64,14 @@ STAGE_I = {
 }
 STAGE_II = {"offline_prefs", "offline_config", "offline"}
 STAGE_III = {"candidates", "chosen", "rejected", "iter_config", "iter_model"}
-EVALUATION = {"heldout_benchmark", "evaluate", "accuracy_table", "training_curves", "data_report"}
+EVALUATION = {
+    "heldout_benchmark",
+    "evaluate",
+    "accuracy_table",
+    "does_it_work",
+    "training_curves",
+    "data_report",
+}
 CHECKPOINTS = ["base", "r0", "sft", "offline", "iter1", "iter2"]
 
 
@@ -89,7 +97,34 @@ def test_dry_run_of_the_default_plans_every_stage(tmp_path):
     assert default["training_curves"] == len(CHECKPOINTS) - 1  # every trained checkpoint
     assert set(planned_jobs(tmp_path, "evaluation")) == (
         STAGE_I | STAGE_II | STAGE_III | EVALUATION | {"evaluation"}
-    ) - {"training_curves", "data_report"}
+    ) - {"training_curves", "data_report", "does_it_work"}
+
+
+def test_the_demo_plans_a_perception_stage_before_stage_one(tmp_path):
+    """The demo: the random tiny model learns to see (perception) and becomes the base every
+    stage starts from; held-out questions from the validation stream; the rest as the default."""
+    jobs = planned_jobs(tmp_path, "all", "--configfile", str(DEMO))
+    perception = {"perception_data", "perception_config", "perception"}
+    assert set(jobs) == STAGE_I | STAGE_II | STAGE_III | EVALUATION | perception | {"all"}
+    assert jobs["evaluate"] == len(CHECKPOINTS)
+    text = snakemake(tmp_path, "-n", "-p", "perception", "--configfile", str(DEMO)).stdout
+    base_init = "results/demo/models/base_init"
+    block = text.split("rule tiny_model:")[1].split("\n\n")[0]
+    assert f"output: {base_init}" in block and "--hidden-size 128 --num-layers 4" in block
+    config_block = text.split("rule perception_config:")[1].split("\n\n")[0]
+    assert f"--model {base_init} " in config_block and '"freeze_vision_tower": true' in config_block
+    assert "perception_data" in text and "--n 1200" in text
+    assert "output: results/demo/models/base\n" in text.split("rule perception:")[1]
+    synthetic = text.split("rule synthetic_data:")[1].split("\n\n")[0]
+    assert "--heldout validation" in synthetic
+    # R0 and Sherlock-SFT start from the perceiving base, not from the random one
+    plan = snakemake(tmp_path, "-n", "-p", "sft", "--configfile", str(DEMO)).stdout
+    for rule in ("r0_config", "sft_config"):
+        block = plan.split(f"rule {rule}:")[1].split("\n\n")[0]
+        assert "--model results/demo/models/base --template qwen2_vl" in block
+    # the embedded default has no perception stage: the random model is the base
+    default = snakemake(tmp_path, "-n", "-p", "r0").stdout
+    assert "perception" not in default and "output: results/models/base\n" in default
 
 
 def test_the_iteration_count_decides_the_targets(tmp_path):
@@ -518,6 +553,18 @@ def test_every_checkpoint_is_scored_direct_and_per_correction_turn(built):
             assert line["correct"] == statuses.count("correct")
             assert line["no_conclusion"] == statuses.count("no_conclusion")
             assert line["accuracy"] == pytest.approx(statuses.count("correct") / EVAL_ITEMS)
+            said = {normalise_answer(p) for r in rows if (p := r["predictions"][turn])}
+            assert line["distinct_answers"] == len(said)
+    # blind baselines: the most common answer, overall and per question type
+    evaluated = items[:EVAL_ITEMS]
+    answers = [item.answer for item in evaluated]
+    assert set(table["majority_rate"]) == {
+        pytest.approx(max(map(answers.count, answers)) / EVAL_ITEMS, abs=1e-6)
+    }
+    kinds = {row["id"]: row["kind"] for row in test_rows}
+    by_kind = {k: [i.answer for i in evaluated if kinds[i.id] == k] for k in set(kinds.values())}
+    typed = sum(max(map(a.count, a)) for a in by_kind.values()) / EVAL_ITEMS
+    assert set(table["type_majority_rate"]) == {pytest.approx(typed, abs=1e-6)}
     direct = table[table["turn"] == 0].set_index("checkpoint")
     # the random base model never closes a CONCLUSION; trained checkpoints answer and score
     assert direct.loc["base", "no_conclusion"] == EVAL_ITEMS and direct.loc["base", "correct"] == 0
@@ -550,6 +597,7 @@ def test_the_report_builds_and_shows_the_accuracy_table(built):
         "data_stages.html",
         "perturbations.png",
         "acceptance.png",
+        "does_it_work.html",
         *(f"training_{name}.png" for name in CHECKPOINTS[1:]),
     }
     assert expected <= set(files)
@@ -559,7 +607,14 @@ def test_the_report_builds_and_shows_the_accuracy_table(built):
         assert f">{checkpoint}</th>" in table_html
         direct = table[(table["checkpoint"] == checkpoint) & (table["turn"] == 0)]["accuracy"]
         assert f">{direct.iloc[0] * 100:.1f}</td>" in table_html
-    for name in expected - {"accuracy_table.html", "data_stages.html"}:
+    # does it work? the run's scores, distinct answers and blind baselines, the signature's goals
+    works = base64.b64decode(files["does_it_work.html"]).decode()
+    direct = table[table["turn"] == 0].set_index("checkpoint")
+    for checkpoint in CHECKPOINTS:
+        assert f">{direct.loc[checkpoint, 'distinct_answers']:.1f}</td>" in works
+    assert f">{direct['majority_rate'].iloc[0] * 100:.1f}</td>" in works
+    assert "R0&#x27;s last correction turn below its direct answer" in works
+    for name in expected - {"accuracy_table.html", "data_stages.html", "does_it_work.html"}:
         assert base64.b64decode(files[name])[:8] == b"\x89PNG\r\n\x1a\n"
     stages = base64.b64decode(files["data_stages.html"]).decode()
     assert "acceptance" in stages and "offline preference pairs" in stages

@@ -1,6 +1,7 @@
 """The synthetic held-out split (LLaVA-CoT JSONL) as a benchmark in the documented form."""
 
 import argparse
+import json
 import os
 import sys
 
@@ -20,12 +21,17 @@ def main() -> None:
     if result.rejects:  # the held-out split is built by us: a reject is a bug, not noise
         sys.exit(f"error: {args.source}: {result.summary_line()}")
     folder = os.path.dirname(os.path.abspath(args.output))
+    # The question type of each record (count, colour, ...): the evaluation's blind baselines
+    # answer each type with its most common answer.
+    with open(args.source, encoding="utf-8") as handle:
+        kinds = {row["id"]: row.get("kind") for row in map(json.loads, filter(str.strip, handle))}
     rows = [
         {
             "id": record.id,
             "image": os.path.relpath(os.path.abspath(record.image), folder),
             "question": record.question,
             "answer": extract_answer(record.answer),
+            **({"meta": {"question_type": kinds[record.id]}} if kinds.get(record.id) else {}),
         }
         for record in result.records
     ]

@@ -5,6 +5,10 @@ question is about that scene (colour, shape, count or left/right position) and e
 templated in the SUMMARY / CAPTION / REASONING / CONCLUSION format (docs/method.md §1), so the data
 is small, regular and checkable, yet a tiny model trained briefly still gets some of it wrong.
 
+Perception records (``build_perception_data``) describe a scene cell by cell in a fixed order
+("top left: a red circle; top right: no shape; ..."): the text a tiny random model first learns
+to read its image tokens with, before any question is asked (the demo's perception stage).
+
 Records are LLaVA-CoT-100k style JSONL lines (``id``, ``image`` relative to the output folder,
 ``conversations``) plus two provenance keys, ``kind`` and ``scene`` (the drawn objects, from
 which the right answer can be re-derived).
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from sherlock.data.sharegpt import sft_row, write_json
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -38,6 +44,8 @@ CELL_NAMES: dict[tuple[int, int], str] = {
     (1, 0): "bottom left",
     (1, 1): "bottom right",
 }
+PERCEPTION_QUESTION = "What is in each cell of the image?"
+HELDOUT_STREAMS: tuple[str, ...] = ("test", "validation")
 _COLOUR_JITTER = 18  # per-channel shade variation, so colours are not single pixel values
 _MAX_TRIES = 1000
 
@@ -174,6 +182,15 @@ def _response(question: Question, scene: list[Shape]) -> str:
     )
 
 
+def grid_description(scene: list[Shape]) -> str:
+    """Every cell of the 2×2 grid in reading order, with its shape or "no shape"."""
+    by_cell = {(s.row, s.col): f"{_a(s.colour)} {s.name}" for s in scene}
+    return (
+        "; ".join(f"{name}: {by_cell.get(cell, 'no shape')}" for cell, name in CELL_NAMES.items())
+        + "."
+    )
+
+
 def _draw(scene: list[Shape], image_size: int, rng: random.Random) -> Image.Image:
     image = Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -192,15 +209,20 @@ def _draw(scene: list[Shape], image_size: int, rng: random.Random) -> Image.Imag
     return image
 
 
-def make_record(index: int, split: str, seed: int, image_size: int) -> tuple[dict, Image.Image]:
+def make_record(
+    index: int, split: str, seed: int, image_size: int, stream: str | None = None
+) -> tuple[dict, Image.Image]:
     """Record ``index`` of a split (kinds cycle so every split is balanced) and its image.
 
     Each record has its own random stream, so a record does not depend on the split sizes.
+    ``stream`` (default: ``split``) names the stream the records are drawn from: the held-out
+    file ``test.jsonl`` holds the ``test`` or the ``validation`` stream.
     """
+    stream = stream or split
     if image_size < 28:
         raise ValueError(f"image_size must be at least 28 pixels, got {image_size}")
     kind = KINDS[index % len(KINDS)]
-    rng = random.Random(f"sherlock-synthetic/{seed}/{split}/{index}")
+    rng = random.Random(f"sherlock-synthetic/{seed}/{stream}/{index}")
     for _ in range(_MAX_TRIES):
         scene = _sample_scene(rng, image_size)
         question = _make_question(rng, kind, scene)
@@ -208,7 +230,7 @@ def make_record(index: int, split: str, seed: int, image_size: int) -> tuple[dic
             break
     else:  # pragma: no cover - every kind is reachable with a few draws
         raise RuntimeError(f"could not sample a {kind} question")
-    record_id = f"shapes-{split}-{index:06d}"
+    record_id = f"shapes-{stream}-{index:06d}"
     record = {
         "id": record_id,
         "image": f"images/{record_id}.png",
@@ -223,15 +245,24 @@ def make_record(index: int, split: str, seed: int, image_size: int) -> tuple[dic
 
 
 def build_synthetic_dataset(
-    out_dir: Path, n_train: int, n_test: int, image_size: int, seed: int
+    out_dir: Path,
+    n_train: int,
+    n_test: int,
+    image_size: int,
+    seed: int,
+    heldout: str = "test",
 ) -> dict[str, Any]:
     """Write ``train.jsonl``, ``test.jsonl`` and ``images/<id>.png`` under ``out_dir``.
 
-    Returns the record counts per split and per question kind.
+    ``test.jsonl`` is drawn from the ``heldout`` stream: ``test`` (the final scores) or
+    ``validation`` (where settings are chosen; disjoint draws). Returns the record counts per
+    split and per question kind.
     """
+    if heldout not in HELDOUT_STREAMS:
+        raise ValueError(f"heldout must be one of {HELDOUT_STREAMS}, got {heldout!r}")
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"image_size": image_size, "seed": seed}
+    summary: dict[str, Any] = {"image_size": image_size, "seed": seed, "heldout": heldout}
     for split, n in (("train", n_train), ("test", n_test)):
         kinds: Counter[str] = Counter()
         # Write to a temporary name first so an interrupted build never looks finished.
@@ -239,7 +270,8 @@ def build_synthetic_dataset(
         partial = path.with_suffix(".jsonl.partial")
         with partial.open("w", encoding="utf-8") as handle:
             for index in range(n):
-                record, image = make_record(index, split, seed, image_size)
+                stream = heldout if split == "test" else split
+                record, image = make_record(index, split, seed, image_size, stream)
                 image.save(out_dir / record["image"], format="PNG")
                 handle.write(json.dumps(record) + "\n")
                 kinds[record["kind"]] += 1
@@ -247,3 +279,26 @@ def build_synthetic_dataset(
         summary[split] = n
         summary[f"{split}_kinds"] = dict(sorted(kinds.items()))
     return summary
+
+
+def build_perception_data(
+    out_json: Path, image_dir: Path, n: int, image_size: int, seed: int
+) -> dict[str, Any]:
+    """``n`` scenes of their own stream (``perception``), each with its cell-by-cell description,
+    as ShareGPT SFT rows (``id``, ``conversations``, ``images``) in ``out_json``; PNGs in
+    ``image_dir``, referenced by their path as given."""
+    image_dir = Path(image_dir)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rows, objects = [], Counter()
+    for index in range(n):
+        rng = random.Random(f"sherlock-synthetic/{seed}/perception/{index}")
+        scene = _sample_scene(rng, image_size)
+        record_id = f"shapes-perception-{index:06d}"
+        image_path = image_dir / f"{record_id}.png"
+        _draw(scene, image_size, rng).save(image_path, format="PNG")
+        rows.append(
+            sft_row(record_id, PERCEPTION_QUESTION, grid_description(scene), str(image_path))
+        )
+        objects[len(scene)] += 1
+    write_json(out_json, rows)
+    return {"scenes": n, "shapes_per_scene": dict(sorted(objects.items())), "seed": seed}

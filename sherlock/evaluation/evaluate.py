@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from sherlock.data.response import normalise_answer
 from sherlock.evaluation.benchmark_files import BenchmarkItem
 from sherlock.evaluation.scoring import CORRECT, STATUSES, score_response
 from sherlock.generation import GenerationBackend, SamplingParams
@@ -32,6 +33,9 @@ TABLE_COLUMNS = (
     *(status for status in STATUSES if status != CORRECT),
     "gained",
     "lost",
+    "distinct_answers",  # different predictions among the items: a collapsed model gives few
+    "majority_rate",  # accuracy of always giving the benchmark's most common answer
+    "type_majority_rate",  # ... the most common answer of each question type (when known)
     "metric",
     "score",  # the benchmark's own metric (MME: 0-2800)
     "percent",  # the same on 0-100, what the average uses
@@ -57,8 +61,30 @@ def score_turns(item: BenchmarkItem, turns: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def majority_rates(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """What answering without the image scores: always the most common answer (``majority``),
+    and the most common answer of each question type (``type_majority``: None when the items do
+    not carry ``meta.question_type``)."""
+    if not rows:
+        return {"majority_rate": 0.0, "type_majority_rate": None}
+    answers = Counter(row["answer"] for row in rows)
+    by_type: dict[str, Counter[str]] = {}
+    for row in rows:
+        question_type = (row.get("meta") or {}).get("question_type")
+        if question_type is None:
+            by_type = {}
+            break
+        by_type.setdefault(question_type, Counter())[row["answer"]] += 1
+    typed = sum(c.most_common(1)[0][1] for c in by_type.values()) if by_type else None
+    return {
+        "majority_rate": round(answers.most_common(1)[0][1] / len(rows), 6),
+        "type_majority_rate": round(typed / len(rows), 6) if typed is not None else None,
+    }
+
+
 def summarise(rows: Sequence[dict[str, Any]], rounds: int) -> dict[str, Any]:
-    """Accuracy and status counts per turn; ``gained``/``lost``: items a turn made right/wrong."""
+    """Accuracy and status counts per turn; ``gained``/``lost``: items a turn made right/wrong;
+    ``distinct_answers``: different predictions (a model that collapses to one answer has 1)."""
     per_turn = []
     for turn in range(rounds + 1):
         statuses = Counter(row["statuses"][turn] for row in rows)
@@ -70,6 +96,9 @@ def summarise(rows: Sequence[dict[str, Any]], rounds: int) -> dict[str, Any]:
             **{status: statuses[status] for status in STATUSES if status != CORRECT},
             "gained": 0,
             "lost": 0,
+            "distinct_answers": len(
+                {normalise_answer(p) for row in rows if (p := row["predictions"][turn]) is not None}
+            ),
         }
         if turn > 0:
             before = [row["statuses"][turn - 1] == CORRECT for row in rows]
@@ -77,7 +106,7 @@ def summarise(rows: Sequence[dict[str, Any]], rounds: int) -> dict[str, Any]:
             entry["gained"] = sum(a and not b for a, b in zip(after, before, strict=True))
             entry["lost"] = sum(b and not a for a, b in zip(after, before, strict=True))
         per_turn.append(entry)
-    return {"items": len(rows), "rounds": rounds, "turns": per_turn}
+    return {"items": len(rows), "rounds": rounds, "turns": per_turn, **majority_rates(rows)}
 
 
 def evaluate(
@@ -105,6 +134,9 @@ def accuracy_rows(summary: dict[str, Any], checkpoint: str, benchmark: str) -> l
                 "checkpoint": checkpoint,
                 "benchmark": benchmark,
                 **entry,
+                "distinct_answers": entry.get("distinct_answers"),
+                "majority_rate": summary.get("majority_rate"),
+                "type_majority_rate": summary.get("type_majority_rate"),
                 "metric": summary.get("metric", "accuracy"),
                 "score": entry.get("score", percent),
                 "percent": percent,

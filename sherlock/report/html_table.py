@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -24,16 +25,15 @@ def write_table_page(
     title: str,
     intro: str = "",
     index: bool = True,
+    more: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> None:
     """Write ``frame`` with a title and an explanatory paragraph as one HTML file; numbers are
-    right-aligned with one decimal, the row labels shown only with ``index``."""
-    numeric = frame.select_dtypes("number").columns
-    styler = frame.style.format(precision=1, na_rep="–").set_properties(
-        subset=numeric, **{"text-align": "right"}
+    right-aligned with one decimal, the row labels shown only with ``index``. ``more``: further
+    (heading, table) sections below it, without row labels."""
+    body = _table_html(frame, index) + "".join(
+        f"<h3>{html.escape(heading)}</h3>" + _table_html(table, index=False)
+        for heading, table in more
     )
-    if not index:
-        styler = styler.hide(axis="index")
-    body = styler.to_html()
     page = (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
@@ -43,3 +43,13 @@ def write_table_page(
         + "</body></html>\n"
     )
     atomic.write_text(path, page)
+
+
+def _table_html(frame: pd.DataFrame, index: bool) -> str:
+    numeric = frame.select_dtypes("number").columns
+    styler = frame.style.format(precision=1, na_rep="–").set_properties(
+        subset=numeric, **{"text-align": "right"}
+    )
+    if not index:
+        styler = styler.hide(axis="index")
+    return styler.to_html()

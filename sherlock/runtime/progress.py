@@ -31,6 +31,7 @@ RULES: list[tuple[str, str, str]] = [
     ("data", "source_records", r"source_records"),
     ("data", "tiny_model", r"tiny_model"),
     ("data", "tiny_judge", r"tiny_judge"),
+    ("data", "perception", r"perception"),
     ("Stage I", "r0", r"r0"),
     ("Stage I", "sherlock_sft_data_shard", r"sherlock_sft_data_shard\d+"),
     ("Stage I", "sherlock_sft_data", r"sherlock_sft_data"),
