@@ -28,7 +28,8 @@ rule tiny_model:
         " --vocab-size {params.size[vocab_size]} --hidden-size {params.size[hidden_size]}"
         " --num-layers {params.size[num_layers]} --num-heads {params.size[num_heads]}"
         " --vision-depth {params.size[vision_depth]}"
-        " --vision-embed-dim {params.size[vision_embed_dim]} > {log:q} 2>&1"
+        " --vision-embed-dim {params.size[vision_embed_dim]}"
+        " --image-feature-scale {params.size[image_feature_scale]} > {log:q} 2>&1"
 
 
 rule tiny_judge:

@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--num-heads", type=int, required=True)
     parser.add_argument("--vision-depth", type=int, required=True)
     parser.add_argument("--vision-embed-dim", type=int, required=True)
+    parser.add_argument("--image-feature-scale", type=float, default=1.0)
     args = parser.parse_args()
     with atomic_directory(args.out_dir) as scratch:
         info = build_tiny_vlm(
@@ -35,6 +36,7 @@ def main() -> None:
             num_heads=args.num_heads,
             vision_depth=args.vision_depth,
             vision_embed_dim=args.vision_embed_dim,
+            image_feature_scale=args.image_feature_scale,
         )
     stage_summary("tiny model", f"{info} in {args.out_dir}")
 

@@ -49,10 +49,15 @@ def build_tiny_vlm(
     num_heads: int = 4,
     vision_depth: int = 2,
     vision_embed_dim: int = 32,
+    image_feature_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Write a random-initialised model of ``architecture`` with a tokenizer trained on
     ``corpus``; every image is resized to ``image_size``² pixels (Qwen: a multiple of 28;
-    Mllama: one tile). Returns a summary: parameter count, vocabulary size, image layout."""
+    Mllama: one tile). ``image_feature_scale`` multiplies the projector's output layer at
+    initialisation, so image features enter the language model that many times larger (the
+    random projector's are small beside the text embeddings: measured, the tiny Qwen2-VL then
+    learns which cells hold a shape but not their colours). Returns a summary: parameter count,
+    vocabulary size, image layout."""
     if architecture not in TEMPLATES:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
     size = {
@@ -68,6 +73,12 @@ def build_tiny_vlm(
         model, processor, layout = mllama.build(corpus, size, image_size, seed)
     else:
         model, processor, layout = qwen_vl.build(architecture, corpus, size, image_size, seed)
+    if image_feature_scale != 1.0:
+        layer = projector_output_layer(model)
+        with torch.no_grad():
+            layer.weight.mul_(image_feature_scale)
+            if layer.bias is not None:
+                layer.bias.mul_(image_feature_scale)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -81,9 +92,19 @@ def build_tiny_vlm(
         "image_size": image_size,
         **layout,
         "seed": seed,
+        **({"image_feature_scale": image_feature_scale} if image_feature_scale != 1.0 else {}),
     }
     (out_dir / "tiny_model.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def projector_output_layer(model: torch.nn.Module) -> torch.nn.Linear:
+    """The last linear layer between the vision tower and the language model: Qwen2-VL's and
+    Qwen2.5-VL's merger MLP output, Mllama's multi-modal projector."""
+    inner = getattr(model, "model", model)
+    if hasattr(inner, "visual"):
+        return inner.visual.merger.mlp[-1]
+    return inner.multi_modal_projector
 
 
 def count_parameters(model: torch.nn.Module) -> int:
