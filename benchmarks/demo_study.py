@@ -38,8 +38,12 @@ PRESET = ROOT / "config" / "presets" / "demo.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 
 
-def build_seed(seed: int, workdir: Path, n_test: int, cores: int) -> float:
-    """Build (or finish) one seed's demo; its wall time in seconds (0-ish when already built)."""
+def build_seed(
+    seed: int, workdir: Path, n_test: int, cores: int, max_items: int | None = None
+) -> float:
+    """Build (or finish) one seed's demo; its wall time in seconds (0-ish when already built).
+    ``max_items``: score only the first that many held-out questions (the data stay the same, so
+    changing it re-runs the evaluation only)."""
     run_dir = workdir / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     overlay = run_dir / "study.yaml"
@@ -49,6 +53,7 @@ def build_seed(seed: int, workdir: Path, n_test: int, cores: int) -> float:
                 "seed": seed,
                 "results_dir": str(run_dir / "results"),
                 "synthetic": {"heldout": "test", "n_test": n_test},
+                "evaluation": {"max_items": max_items},
             }
         )
     )
@@ -158,7 +163,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True, help="one folder per seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
     parser.add_argument("--n-test", type=int, default=1000, help="held-out test questions")
+    parser.add_argument(
+        "--max-items", type=int, default=None, help="score only the first N test questions"
+    )
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument(
+        "--no-build", action="store_true", help="only summarise the seeds already built"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -167,8 +178,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     walls = {}
-    for seed in args.seeds:
-        walls[seed] = build_seed(seed, args.workdir.resolve(), args.n_test, args.cores)
+    for seed in [] if args.no_build else args.seeds:
+        walls[seed] = build_seed(
+            seed, args.workdir.resolve(), args.n_test, args.cores, args.max_items
+        )
         print(f"seed {seed}: {walls[seed]:.0f} s", flush=True)
     frames, acceptances = zip(
         *(read_seed(s, args.workdir.resolve()) for s in args.seeds), strict=True
@@ -204,6 +217,7 @@ def main() -> None:
             {
                 "seeds": args.seeds,
                 "n_test": args.n_test,
+                "max_items": args.max_items,
                 "wall_seconds": walls,
                 "scores": json.loads(table.to_json(orient="records")),
                 "baselines": baselines,

@@ -111,9 +111,10 @@ def test_the_demo_plans_a_perception_stage_before_stage_one(tmp_path):
     base_init = "results/demo/models/base_init"
     block = text.split("rule tiny_model:")[1].split("\n\n")[0]
     assert f"output: {base_init}" in block and "--hidden-size 128 --num-layers 4" in block
+    assert "--image-feature-scale 20.0" in block
     config_block = text.split("rule perception_config:")[1].split("\n\n")[0]
     assert f"--model {base_init} " in config_block and '"freeze_vision_tower": true' in config_block
-    assert "perception_data" in text and "--n 1200" in text
+    assert "rule perception_data:" in text and "--n 2000" in text
     assert "output: results/demo/models/base\n" in text.split("rule perception:")[1]
     synthetic = text.split("rule synthetic_data:")[1].split("\n\n")[0]
     assert "--heldout validation" in synthetic
