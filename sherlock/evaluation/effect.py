@@ -24,7 +24,7 @@ def effect_table(frame: pd.DataFrame) -> pd.DataFrame:
     distinct = frame.groupby(["checkpoint", "turn"])["distinct_answers"].sum().unstack()
     table["distinct answers (direct)"] = distinct[0].reindex(order)
     table["distinct answers (last turn)"] = distinct[last].reindex(order)
-    table.index.name = None
+    table.index.name = table.columns.name = None
     return table
 
 
