@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from sherlock.evaluation.effect import run_scores  # noqa: E402
 from sherlock.evaluation.signature import checks_as_rows, over_runs, signature_checks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,13 +194,14 @@ def main() -> None:
         "majority answer": mean(firsts["majority_rate"]) * 100,
         "majority answer per question type": mean(firsts["type_majority_rate"]) * 100,
     }
-    last = int(table["turn"].max())
-    scores = {}
-    for checkpoint in dict.fromkeys(table["checkpoint"]):
-        per_seed = everything[everything["checkpoint"] == checkpoint]
-        direct = list(per_seed[per_seed["turn"] == 0].sort_values("seed")["percent"])
-        final = list(per_seed[per_seed["turn"] == last].sort_values("seed")["percent"])
-        scores[checkpoint] = over_runs(direct, final)
+    per_seed = [run_scores(frame) for frame in frames]
+    scores = {
+        checkpoint: over_runs(
+            [seed[checkpoint].direct for seed in per_seed],
+            [seed[checkpoint].last for seed in per_seed],
+        )
+        for checkpoint in dict.fromkeys(table["checkpoint"])
+    }
     iterations = sorted(set().union(*acceptances))
     acceptance = {k: mean(a[k] for a in acceptances) for k in iterations}
     checks = checks_as_rows(signature_checks(scores, baselines["majority answer"], acceptance))

@@ -18,7 +18,7 @@ def effect_table(frame: pd.DataFrame) -> pd.DataFrame:
     distinct answers of the direct answer and of the last turn (summed over benchmarks)."""
     order = list(dict.fromkeys(frame["checkpoint"]))
     last = int(frame["turn"].max())
-    scores = frame.groupby(["checkpoint", "turn"])["percent"].mean().unstack().reindex(order)
+    scores = _mean_by_turn(frame).reindex(order)
     table = scores.rename(columns=lambda t: "direct" if t == 0 else f"turn {t}")
     table["change"] = scores[last] - scores[0]
     distinct = frame.groupby(["checkpoint", "turn"])["distinct_answers"].sum().unstack()
@@ -31,8 +31,13 @@ def effect_table(frame: pd.DataFrame) -> pd.DataFrame:
 def run_scores(frame: pd.DataFrame) -> dict[str, Score]:
     """Checkpoint → its score (percent, mean over benchmarks) directly and at the last turn."""
     last = int(frame["turn"].max())
-    scores = frame.groupby(["checkpoint", "turn"])["percent"].mean().unstack()
+    scores = _mean_by_turn(frame)
     return {name: Score(float(row[0]), float(row[last])) for name, row in scores.iterrows()}
+
+
+def _mean_by_turn(frame: pd.DataFrame) -> pd.DataFrame:
+    """Checkpoint rows, turn columns: the score in percent, averaged over benchmarks."""
+    return frame.groupby(["checkpoint", "turn"])["percent"].mean().unstack()
 
 
 def baselines(frame: pd.DataFrame) -> pd.DataFrame:
