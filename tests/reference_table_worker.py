@@ -23,6 +23,7 @@ from sherlock.data.prompts import load_prompt
 from sherlock.preference.arguments import SherlockConfig
 from sherlock.preference.records import PreferenceDataError, load_preferences
 from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
+from sherlock.runtime.process_group import close_process_group
 
 sys.path.insert(0, str(Path(__file__).parent))
 from defaults import coefficients_of, perturbation  # noqa: E402
@@ -84,6 +85,7 @@ def main() -> None:
     if rank == 0:
         tables = {"table": table.contiguous(), "odd": odd_table.contiguous()}
         save_file(tables, str(out / "table.safetensors"))
+    close_process_group()
 
 
 if __name__ == "__main__":

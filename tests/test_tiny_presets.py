@@ -28,7 +28,7 @@ SMALLER = """
 synthetic: {n_test: 40}
 splits: {pool: 32}
 online: {target_pairs: 32, min_pairs: 2}
-evaluation: {max_items: 12}
+evaluation: {max_items: 6}
 tracking: {report_to: tensorboard}
 """
 # Through `offline` only, nothing depends on the models' quality: smaller training sets too.

@@ -14,6 +14,7 @@ import sys
 
 from sherlock.preference.run import distributed_relaunch, prepare_run, train_from_file
 from sherlock.runtime.multinode import across_nodes
+from sherlock.runtime.process_group import close_process_group
 from sherlock.runtime.resumable_training import checkpoint_step
 from sherlock.runtime.step_summary import stage_summary
 from sherlock.runtime.tracking import add_tracking_arguments, tracking_from_args
@@ -53,6 +54,7 @@ def main() -> None:
         f"{summary['records']} preference records, mean training loss "
         f"{summary['train_loss']:.4f} -> {args.model_dir}",
     )
+    close_process_group()
 
 
 if __name__ == "__main__":
