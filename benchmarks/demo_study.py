@@ -71,6 +71,13 @@ def build_seed(
     return time.perf_counter() - start
 
 
+def job_seconds(seed: int, workdir: Path) -> float:
+    """The seconds one seed's jobs took, summed from their Snakemake benchmark files: unlike the
+    wall time of one invocation, it survives a study that resumed."""
+    folder = workdir / f"seed{seed}" / "results" / "benchmarks"
+    return sum(pd.read_csv(path, sep="\t")["s"].iloc[-1] for path in folder.glob("*.tsv"))
+
+
 def read_seed(seed: int, workdir: Path) -> tuple[pd.DataFrame, dict[int, float]]:
     """One seed's tidy scores (eval/accuracy.json) and its online acceptance rates."""
     results = workdir / f"seed{seed}" / "results"
@@ -213,6 +220,9 @@ def main() -> None:
         for k in iterations
     )
     text += f"\nStage III acceptance (mean over seeds, then each seed): {accepted}\n"
+    jobs = {seed: job_seconds(seed, args.workdir.resolve()) for seed in args.seeds}
+    text += "\nSeconds of jobs per seed (the sum of its jobs' wall times, on 2 cores): "
+    text += ", ".join(f"{seed}: {seconds:.0f}" for seed, seconds in jobs.items()) + "\n"
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(
         json.dumps(
@@ -220,7 +230,8 @@ def main() -> None:
                 "seeds": args.seeds,
                 "n_test": args.n_test,
                 "max_items": args.max_items,
-                "wall_seconds": walls,
+                "wall_seconds_this_invocation": walls,
+                "job_seconds": jobs,
                 "scores": json.loads(table.to_json(orient="records")),
                 "baselines": baselines,
                 "acceptance": {str(k): [a[k] for a in acceptances] for k in iterations},

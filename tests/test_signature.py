@@ -57,6 +57,17 @@ def test_the_spread_decides_order_and_clear_margins():
     assert not _met(signature_checks(apart, None))[
         "sft ≤ offline ≤ iter1 ≤ iter2 (direct, within the spread)"
     ]
+    # each step down within the spread, but together a decline beyond it (the demo's 3 seeds)
+    sliding = dict(
+        PAPER_LIKE,
+        sft=Score(44.3, 40.2, direct_spread=0.3),
+        offline=Score(42.2, 40.2, direct_spread=2.9),
+        iter1=Score(40.0, 37.7, direct_spread=3.6),
+        iter2=Score(36.7, 28.5, direct_spread=2.5),
+    )
+    assert not _met(signature_checks(sliding, None))[
+        "sft ≤ offline ≤ iter1 ≤ iter2 (direct, within the spread)"
+    ]
     # "clearly above": R0's mean less one spread must clear the majority rate
     shaky = dict(PAPER_LIKE, r0=Score(27.0, 20.0, direct_spread=3.0))
     assert not _met(signature_checks(shaky, 25.0))[

@@ -5,7 +5,9 @@ corrects itself, while every Sherlock stage keeps or improves its answer when co
 each stage answers better than the one before. ``signature_checks`` states each part as a goal
 and says, with the numbers, whether the scores meet it. Scores are percentages; each checkpoint's
 is a mean over runs (seeds) with its spread (standard deviation; 0 for a single run). "Within the
-spread", ``a ≤ b`` holds when ``b + spread(b) ≥ a − spread(a)``.
+spread", ``a ≤ b`` holds when ``b + spread(b) ≥ a − spread(a)``; an order of several stages holds
+when every earlier stage is at most every later one, so that small steps down, each within the
+spread, cannot add up to a decline that passes.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def signature_checks(
             _at_most(
                 scores[a].direct, scores[a].direct_spread, scores[b].direct, scores[b].direct_spread
             )
-            for a, b in zip(present, present[1:], strict=False)
+            for i, a in enumerate(present)
+            for b in present[i + 1 :]
         ]
         checks.append(
             Check(
