@@ -32,6 +32,12 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from sherlock.evaluation.effect import run_scores  # noqa: E402
+from sherlock.evaluation.seed_study import (  # noqa: E402
+    baseline_table,
+    goal_table,
+    markdown_table,
+    score_table,
+)
 from sherlock.evaluation.signature import checks_as_rows, over_runs, signature_checks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +60,8 @@ def build_seed(
                 "seed": seed,
                 "results_dir": str(run_dir / "results"),
                 "synthetic": {"heldout": "test", "n_test": n_test},
-                "evaluation": {"max_items": max_items},
+                # the study's own page is not part of a seed's build
+                "evaluation": {"max_items": max_items, "seed_study": None},
             }
         )
     )
@@ -120,26 +127,10 @@ def summarise(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame, baselines: dict[str, float], checks: list[dict]) -> str:
     """The study's tables in Markdown: score by turn, distinct answers, baselines, goals."""
-    turns = sorted(table["turn"].unique())
-    head = ["checkpoint", *("direct" if t == 0 else f"turn {t}" for t in turns)]
-    head += ["change", "distinct answers (direct)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for checkpoint, rows in table.groupby("checkpoint", sort=False):
-        rows = rows.set_index("turn")
-        cells = [f"{rows.loc[t, 'mean']:.1f} ± {rows.loc[t, 'spread']:.1f}" for t in turns]
-        change = rows.loc[turns[-1], "mean"] - rows.loc[0, "mean"]
-        lines.append(
-            f"| {checkpoint} | "
-            + " | ".join(cells)
-            + f" | {change:+.1f} | {rows.loc[0, 'distinct_answers']:.1f} |"
-        )
-    lines += ["", "| blind baseline | score |", "|---|---|"]
-    lines += [f"| {name} | {value:.1f} |" for name, value in baselines.items()]
-    lines += ["", "| goal | met | numbers |", "|---|---|---|"]
-    for check in checks:
-        met = {True: "yes", False: "**no**", None: "–"}[check["holds"]]
-        lines.append(f"| {check['goal']} | {met} | {check['numbers']} |")
-    return "\n".join(lines) + "\n"
+    goals = goal_table(checks)
+    goals["met"] = goals["met"].replace({"no": "**no**"})
+    tables = (score_table(table), baseline_table(baselines), goals)
+    return "\n\n".join(markdown_table(frame) for frame in tables) + "\n"
 
 
 def figure(table: pd.DataFrame, baselines: dict[str, float], path: Path) -> None:

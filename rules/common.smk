@@ -273,6 +273,10 @@ CHECKPOINTS = EVALUATION["checkpoints"] or [
     "base", "r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)
 ]
 TRAINED = ["r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)]
+# A seed study of the demo (benchmarks/demo_study.py) shown in the report beside this run's page.
+SEED_STUDY = (
+    workflow_file(EVALUATION["seed_study"], workflow.basedir) if EVALUATION["seed_study"] else None
+)
 HELDOUT = {"path": res("eval", "benchmarks", "heldout.jsonl"), "image_root": None,
            "format": "jsonl", "metric": "accuracy"}
 BENCHMARKS = {

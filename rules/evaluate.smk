@@ -345,11 +345,46 @@ rule data_report:
         " 2>&1"
 
 
+if SEED_STUDY:
+
+    rule seed_study:
+        """The demo's scores over seeds (evaluation.seed_study, written by
+        benchmarks/demo_study.py) as a report page beside this run's own."""
+        localrule: True  # runs no model: never a cluster submission
+        input:
+            study=SEED_STUDY,
+            figure=str(Path(SEED_STUDY).with_suffix(".png")),
+        output:
+            html=report(
+                res("report", "seed_study.html"),
+                caption="../report/seed_study.rst",
+                category="3. Evaluation",
+                labels={"figure": "does it work? over seeds"},
+            ),
+            figure=report(
+                res("report", "seed_study.png"),
+                caption="../report/seed_study.rst",
+                category="3. Evaluation",
+                labels={"figure": "score by turn over seeds"},
+            ),
+        params:
+            python=PY,
+            script=script("seed_study_page"),
+        log:
+            log_file("seed_study"),
+        conda:
+            TRAIN_ENV
+        shell:
+            "{params.python} {params.script:q} --study {input.study:q} --html {output.html:q}"
+            " --figure {output.figure:q} > {log:q} 2>&1"
+
+
 rule report_figures:
     """Everything the report shows: scores, training curves and data statistics."""
     localrule: True
     input:
         rules.accuracy_table.output if BENCHMARKS else [],
         rules.does_it_work.output if BENCHMARKS else [],
+        rules.seed_study.output if SEED_STUDY else [],
         rules.data_report.output,
         expand(rules.training_curves.output.figure, stage=TRAINED),

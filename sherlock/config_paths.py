@@ -9,8 +9,9 @@ data jobs, then fails inside the first training. What is checked, each problem n
   as it is when the hub may be asked (``HF_HUB_OFFLINE`` unset: only the hub can tell, and a
   plan must not need the network); with ``HF_HUB_OFFLINE`` set it must be in the local cache,
   since nothing can fetch it later.
-- files: the DeepSpeed configs (``deepspeed`` of every sft and preference section; a relative
-  path is read from the workflow folder), ``source.path`` and ``prompts.refine``; folders:
+- files: the DeepSpeed configs (``deepspeed`` of every sft and preference section) and
+  ``evaluation.seed_study`` with its figure (a relative path of these is read from the workflow
+  folder), ``source.path`` and ``prompts.refine``; folders:
   ``source.image_root`` and every benchmark's ``image_root``. Benchmark files themselves are
   checked with how to get them (``sherlock.evaluation.benchmark_config``).
   Other relative paths are read from the working directory, as the jobs read them.
@@ -119,6 +120,11 @@ def path_problems(
             problems.append(
                 model_problem("evaluation.judge.model", judge_model, environ, cache_dir)
             )
+    if evaluation.get("seed_study"):
+        study = workflow_file(evaluation["seed_study"], workflow_dir)
+        problems.append(_file("evaluation.seed_study", study))
+        figure = str(Path(study).with_suffix(".png"))
+        problems.append(_file("evaluation.seed_study (its figure beside it)", figure))
     if config["prompts"].get("refine"):
         problems.append(_file("prompts.refine", config["prompts"]["refine"]))
     return [problem for problem in problems if problem]

@@ -67,12 +67,15 @@ def test_every_path_of_the_config_is_checked_and_named(tmp_path: Path) -> None:
     }
     config["evaluation"]["judge"]["model"] = str(tmp_path / "answer_judge")
     config["prompts"]["refine"] = str(tmp_path / "refine.txt")
+    config["evaluation"]["seed_study"] = "benchmarks/results/no_study.json"  # workflow folder
     problems = path_problems(config, ROOT, ONLINE)
     keys = sorted(problem.split(":")[0] for problem in problems)
     assert keys == [
         "base_model.path",
         "evaluation.benchmarks.mmstar.image_root",  # its file: check_benchmark_files
         "evaluation.judge.model",
+        "evaluation.seed_study",
+        "evaluation.seed_study (its figure beside it)",
         "online.judge.model",
         "preference.online.deepspeed",
         "prompts.refine",
@@ -87,6 +90,7 @@ def test_every_path_of_the_config_is_checked_and_named(tmp_path: Path) -> None:
         (tmp_path / name).write_text("")
     config["base_model"]["path"] = "org/a-hub-model"
     config["preference"]["online"]["deepspeed"] = str(ROOT / "config" / "deepspeed" / "ds_z3.json")
+    config["evaluation"]["seed_study"] = "benchmarks/results/demo_study.json"  # the demo's
     assert path_problems(config, ROOT, ONLINE) == []
 
 

@@ -105,8 +105,10 @@ def test_the_demo_plans_a_perception_stage_before_stage_one(tmp_path):
     stage starts from; held-out questions from the validation stream; the rest as the default."""
     jobs = planned_jobs(tmp_path, "all", "--configfile", str(DEMO))
     perception = {"perception_data", "perception_config", "perception"}
-    assert set(jobs) == STAGE_I | STAGE_II | STAGE_III | EVALUATION | perception | {"all"}
-    assert jobs["evaluate"] == len(CHECKPOINTS)
+    # ... and its report shows the 3-seed study beside the run's own scores
+    study = {"seed_study"}
+    assert set(jobs) == STAGE_I | STAGE_II | STAGE_III | EVALUATION | perception | study | {"all"}
+    assert jobs["evaluate"] == len(CHECKPOINTS) and jobs["seed_study"] == 1
     text = snakemake(tmp_path, "-n", "-p", "perception", "--configfile", str(DEMO)).stdout
     base_init = "results/demo/models/base_init"
     block = text.split("rule tiny_model:")[1].split("\n\n")[0]
