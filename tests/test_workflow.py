@@ -125,6 +125,9 @@ def test_the_demo_plans_a_perception_stage_before_stage_one(tmp_path):
     for rule in ("r0_config", "sft_config"):
         block = plan.split(f"rule {rule}:")[1].split("\n\n")[0]
         assert "--model results/demo/models/base --template qwen2_vl" in block
+    # the preference stages' β_r chosen on the validation stream (the default keeps 0.025)
+    offline = snakemake(tmp_path, "-n", "-p", "offline_config", "--configfile", str(DEMO)).stdout
+    assert '"pref_beta_refine": 0.25,' in offline.split("rule offline_config:")[1]
     # the embedded default has no perception stage: the random model is the base
     default = snakemake(tmp_path, "-n", "-p", "r0").stdout
     assert "perception" not in default and "output: results/models/base\n" in default
