@@ -1,6 +1,6 @@
 """The bad-input catalogue: every case gets a named error or a counted reject, never silence.
 
-The catalogue, one row per case and what happens, is the table in README.md ("Bad input is
+The catalogue, one row per case and what happens, is the table in docs/reliability.md ("Bad input is
 named, never dropped silently"); every row is tested here.
 """
 
