@@ -99,6 +99,15 @@ def tiny_config(tiny: dict[str, Any], image_size: int = 56) -> dict[str, Any]:
                 "max_num_tiles": 4,
             },
         }
+    # Multimodal rotary frequencies split over (time, height, width), as sherlock.embedded does.
+    half = hidden // heads // 2
+    time = half // 4
+    height = (half - time) // 2
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [time, height, half - time - height],
+    }
     common = {"model_type": arch, "text_config": text, "tie_word_embeddings": False}
     if arch == "qwen2_vl":
         return {

@@ -136,8 +136,11 @@ def local_processor(path: str) -> Any | None:
         return None
 
 
-def with_token_ids(config: dict[str, Any], processor: Any) -> dict[str, Any]:
-    """``config`` with the special-token ids of ``processor``'s tokenizer (a stand-in's)."""
+def with_token_ids(
+    config: dict[str, Any], processor: Any, real_vocab: bool = True
+) -> dict[str, Any]:
+    """``config`` with the special-token ids of ``processor``'s tokenizer (a stand-in's); the
+    vocabulary keeps its real size, or (a toy) shrinks to the tokenizer's."""
     config = copy.deepcopy(config)
     tokenizer = processor.tokenizer
     ids = tokenizer.convert_tokens_to_ids
@@ -161,8 +164,8 @@ def with_token_ids(config: dict[str, Any], processor: Any) -> dict[str, Any]:
             eos_token_id=ids(qwen_vl.IM_END),
             pad_token_id=ids(qwen_vl.ENDOFTEXT),
         )
-    vocab = max(text.get("vocab_size", 0), len(tokenizer))
-    text["vocab_size"] = vocab
+    vocab = len(tokenizer)
+    text["vocab_size"] = max(text.get("vocab_size", 0), vocab) if real_vocab else vocab
     return config
 
 

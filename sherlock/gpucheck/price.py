@@ -120,7 +120,7 @@ def generation_seconds(
 
 def _training_inputs(shape: ModelShape, stage: Stage) -> str:
     t: Training = stage.training
-    trainable = trainable_parameters(shape, t)
+    trainable = _count(trainable_parameters(shape, t))
     kind = f"LoRA r={t.lora_rank}" if t.lora else "full"
     frozen = "vision frozen" if t.freeze_vision else "vision trained"
     seqs = ", ".join(f"{s.count:g}×{s.tokens} tok ({s.targets} target)" for s in stage.sequences)
@@ -130,7 +130,7 @@ def _training_inputs(shape: ModelShape, stage: Stage) -> str:
             f"; {stage.note}; vision {'shared' if stage.share_vision else 'per sequence'};"
             f" reference {'precomputed' if stage.precompute_reference else 'every step'}"
         )
-    return f"{seqs}; trainable {trainable / 1e9:.2f}B ({kind}, {frozen}){extra}"
+    return f"{seqs}; trainable {trainable} ({kind}, {frozen}){extra}"
 
 
 def price(
@@ -171,6 +171,10 @@ def price(
     return rows
 
 
+def _count(n: float) -> str:
+    return f"{n / 1e9:.3f}B" if n >= 1e8 else f"{n / 1e6:.3f}M"
+
+
 def _human(n: float) -> str:
     for unit, size in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
         if abs(n) >= size:
@@ -192,8 +196,8 @@ def header(
     vision = vision_forward_flops(shape, max_pixels)
     lines = [
         f"architecture: {shape.model_type} from {source}",
-        f"parameters N: {p.total / 1e9:.3f}B (vision tower {p.vision / 1e9:.3f}B, projector "
-        f"{p.projector / 1e6:.1f}M, language model {p.language / 1e9:.3f}B)",
+        f"parameters N: {_count(p.total)} (vision tower {_count(p.vision)}, projector "
+        f"{_count(p.projector)}, language model {_count(p.language)})",
         f"forward FLOPs per text token ≈ 2·N_lm = {_human(per_token)}FLOP (+ attention); "
         f"per image through the vision side: {_human(vision)}FLOP",
         "training FLOPs = forward F + backward 2F from the first trainable part on (frozen vision:"
