@@ -14,7 +14,8 @@ Pure Python, exact counts of transformers' modules (tested against the models th
 - Qwen2-VL / Qwen2.5-VL: an image of h × w patches puts h·w/merge² tokens into the text; the
   tower's blocks attend over the whole image (Qwen2-VL, and Qwen2.5-VL's ``full_layers``) or
   within windows of ``window`` patches a side (Qwen2.5-VL's other blocks).
-- The LM head runs over the target tokens only (the trainer's ``logits_to_keep``).
+- The LM head runs over the target tokens only (the trainer's ``logits_to_keep``); the rotary
+  angles cost 2·(head_dim/2) per position and axis (Qwen2-VL's multimodal rotary: 3 axes).
 
 Training (model FLOPs, what utilisation is measured against): forward F; backward 2·F for
 every part from the first trainable parameter on (gradients of activations and of weights);
@@ -214,8 +215,9 @@ def vision_flops(shape: ModelShape, max_pixels: int) -> tuple[int, int]:
         patches = v.max_tiles * (v.image_size // v.patch) ** 2
         layer = 2 * (4 * h * h + 2 * h * ff) * tokens + 4 * tokens * tokens * h
         conv = 2 * 3 * v.patch**2 * h * patches
+        mask = 2 * tokens * tokens  # the padding mask is built as an outer product
         projector = 2 * v.output_dim * v.out * v.max_tiles * positions
-        return conv + (v.layers + v.global_layers) * layer, projector
+        return conv + mask + (v.layers + v.global_layers) * layer, projector
     rows, cols = image_grid(v, max_pixels)
     n = rows * cols
     mlp = (2 if v.family == "qwen2_vl" else 3) * h * ff
@@ -256,7 +258,13 @@ def text_forward_flops(shape: ModelShape, tokens: int, targets: int) -> int:
         2 * (qo + mlp) * tokens + 2 * kv * vision_tokens + 4 * tokens * vision_tokens * width
     )
     head = 2 * t.hidden * t.vocab * targets
-    return (t.layers - t.cross_layers) * self_layer + t.cross_layers * cross_layer + head
+    # The rotary angles: head_dim/2 frequencies times the positions, per position axis (Qwen's
+    # multimodal rotary has three: time, height, width).
+    axes = 3 if shape.model_type in ("qwen2_vl", "qwen2_5_vl") else 1
+    rotary = 2 * axes * (t.head_dim // 2) * tokens
+    return (
+        (t.layers - t.cross_layers) * self_layer + t.cross_layers * cross_layer + head + rotary
+    )
 
 
 def lora_forward_flops(shape: ModelShape, training: Training, tokens: int) -> int:
