@@ -306,10 +306,11 @@ def measure(config: dict[str, Any], args: argparse.Namespace, tokens: Tokens) ->
         else None,
     }
     results["ratios"] = ratios
+    caveat = " (toy size, one step each: proves the code path, measures nothing)" if smoke else ""
     print(
         f"  vision sharing: {ratios['vision_sharing_speedup']:.2f}× faster per step; batched "
         f"generation: {ratios['batched_generation_speedup'] or 0:.2f}× the tokens/s of one "
-        "prompt per call"
+        f"prompt per call{caveat}"
     )
     if "largest_batch" in results:
         lb = results["largest_batch"]
@@ -318,10 +319,10 @@ def measure(config: dict[str, Any], args: argparse.Namespace, tokens: Tokens) ->
             f"SFT {lb['sft_sequences']} sequences"
         )
     if not smoke and gpu:
+        shared_on = bool(pref.get("share_vision_features", True))
+        sherlock_name = "Sherlock step, vision " + ("shared" if shared_on else "per sequence")
         results["rates"] = {
-            "mfu_sherlock": by_name["Sherlock step, vision shared"].mfu
-            if pref_settings.training and pref.get("share_vision_features", True)
-            else by_name["Sherlock step, vision per sequence"].mfu,
+            "mfu_sherlock": by_name[sherlock_name].mfu,
             "mfu_sft": by_name["SFT step (causal-LM loss)"].mfu,
             "seconds_per_token": batched.seconds / max(batched.tokens, 1),
         }

@@ -262,9 +262,7 @@ def text_forward_flops(shape: ModelShape, tokens: int, targets: int) -> int:
     # multimodal rotary has three: time, height, width).
     axes = 3 if shape.model_type in ("qwen2_vl", "qwen2_5_vl") else 1
     rotary = 2 * axes * (t.head_dim // 2) * tokens
-    return (
-        (t.layers - t.cross_layers) * self_layer + t.cross_layers * cross_layer + head + rotary
-    )
+    return (t.layers - t.cross_layers) * self_layer + t.cross_layers * cross_layer + head + rotary
 
 
 def lora_forward_flops(shape: ModelShape, training: Training, tokens: int) -> int:

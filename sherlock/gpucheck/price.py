@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sherlock.gpucheck.architectures import ModelShape, base_model_config, model_config, shape_of
@@ -155,13 +155,15 @@ def price(
                 rows.append(Row(stage, 0.0, 0.0, "not priced: the judge's architecture is unknown"))
                 continue
             pixels = 0 if stage.kind == "judge" else max_pixels
-            flops, seconds = generation_seconds(model, stage, rates, pixels)
+            # A measured speed is the base model's: the judge is another model (roofline).
+            own = replace(rates, seconds_per_token=None) if stage.kind == "judge" else rates
+            flops, seconds = generation_seconds(model, stage, own, pixels)
             reqs = ", ".join(
                 f"{r.count:g}×({r.prompt} prompt → {r.new} new)" for r in stage.requests
             )
             how = (
                 "measured s/token"
-                if rates.seconds_per_token is not None
+                if own.seconds_per_token is not None
                 else f"roofline, batch {stage.batch}"
             )
             inputs = f"{reqs} tok; {how}"
