@@ -238,18 +238,15 @@ def test_a_dry_run_prints_the_estimate(tmp_path):
     assert "Stage II  Offline (Sherlock)" in result.stderr
 
 
-def test_smoke_on_the_embedded_default(tmp_path):
-    """The whole flow at toy size on the CPU: verdicts, measurements, a price."""
+def test_smoke_on_the_embedded_default(tmp_path, capsys, monkeypatch):
+    """The whole flow at toy size on the CPU: verdicts, measurements, a price (in this
+    process: torch and transformers are loaded once for the suite)."""
+    from sherlock.gpucheck.cli import main
+
+    monkeypatch.chdir(tmp_path)
     output = tmp_path / "figures.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "sherlock.gpucheck.cli", "--smoke", "--output", str(output)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    text = result.stdout
+    assert main(["--smoke", "--output", str(output)]) == 0
+    text = capsys.readouterr().out
     for line in (
         "Sherlock step, vision shared",
         "Sherlock step, vision per sequence",
