@@ -157,6 +157,18 @@ def test_an_unknown_model_is_named():
         model_config("nowhere/model")
 
 
+def test_training_state_memory_by_hand():
+    from sherlock.gpucheck.flops import state_memory
+
+    # 10B weights, 9B trainable, 8 GPUs, ZeRO-3 with the optimizer offloaded: bf16 weights
+    # 20 GB / 8, bf16 gradients 18 GB / 8 on each GPU; AdamW 12 B × 9B / 8 on the CPU
+    state = state_memory(10_000_000_000, 9_000_000_000, 8, 3, offload_optimizer=True)
+    assert (state.weights, state.gradients, state.optimizer) == (2.5e9, 2.25e9, 13.5e9)
+    assert state.on_gpu == 4.75e9
+    # LoRA: 56 trainable of 388 on one GPU without DeepSpeed: 776 + 112 + 672 bytes
+    assert state_memory(388, 56).on_gpu == 776 + 112 + 672
+
+
 def test_gpu_hours_by_hand():
     # 1000 records × 3 epochs × 2.4 s = 7200 GPU-seconds = 2 GPU-hours
     assert gpu_hours(1000, 3, 2.4) == pytest.approx(2.0)
@@ -196,6 +208,8 @@ def test_the_paper_preset_stages_count_its_records():
         sum(r.count for r in work["Stage III iter1 candidates (y0 + 3 corrections)"].requests) == 4
     )
     assert work["Stage II  Offline (Sherlock)"].training.freeze_vision
+    zero = work["Stage II  Offline (Sherlock)"].zero  # config/deepspeed/ds_z3_offload.json
+    assert (zero.stage, zero.offload_optimizer, zero.offload_parameters) == (3, True, True)
 
 
 def test_dry_run_flags():

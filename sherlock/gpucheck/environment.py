@@ -10,7 +10,6 @@ the vLLM environment (when the config generates with vLLM: ``python.generate``, 
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import os
 import platform
@@ -172,11 +171,3 @@ def verdicts(config: dict[str, Any], root: Path, needs_gpu: bool) -> list[Verdic
     out.append(deepspeed_verdict(config))
     out.append(vllm_verdict(config, root))
     return out
-
-
-def importable(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True

@@ -22,6 +22,7 @@ from sherlock.gpucheck.flops import (
     decode_flops_per_token,
     kv_cache_bytes,
     parameters,
+    state_memory,
     text_forward_flops,
     trainable_parameters,
     training_flops,
@@ -130,7 +131,21 @@ def _training_inputs(shape: ModelShape, stage: Stage) -> str:
             f"; {stage.note}; vision {'shared' if stage.share_vision else 'per sequence'};"
             f" reference {'precomputed' if stage.precompute_reference else 'every step'}"
         )
-    return f"{seqs}; trainable {trainable} ({kind}, {frozen}){extra}"
+    zero = stage.zero
+    state = state_memory(
+        parameters(shape).total,
+        trainable_parameters(shape, t),
+        stage.gpus,
+        zero.stage,
+        zero.offload_optimizer,
+        zero.offload_parameters,
+    )
+    where = f"ZeRO-{zero.stage}" + (" + CPU offload" if zero.offload_optimizer else "")
+    memory = (
+        f"; weights+gradients+AdamW {state.on_gpu / 2**30:.1f} GiB a GPU of {stage.gpus}"
+        f" ({where if zero.stage else 'no DeepSpeed'}; activations not counted)"
+    )
+    return f"{seqs}; trainable {trainable} ({kind}, {frozen}){extra}{memory}"
 
 
 def price(

@@ -116,6 +116,33 @@ def training_of(section: dict[str, Any], stage_kind: str) -> Training:
 
 
 @dataclass(frozen=True)
+class Zero:
+    """A DeepSpeed config's ZeRO stage and offloads (stage 0: no DeepSpeed)."""
+
+    stage: int = 0
+    offload_optimizer: bool = False
+    offload_parameters: bool = False
+
+
+def zero_of(deepspeed: str | None, root: Path = Path(__file__).parents[2]) -> Zero:
+    """The ZeRO settings of a DeepSpeed JSON (a relative path read from the workflow folder)."""
+    if not deepspeed:
+        return Zero()
+    path = Path(deepspeed) if Path(deepspeed).is_absolute() else root / deepspeed
+    try:
+        zero = json.loads(path.read_text(encoding="utf-8")).get("zero_optimization", {})
+    except (OSError, ValueError):
+        return Zero()
+
+    def offloaded(key: str) -> bool:
+        return (zero.get(key) or {}).get("device", "none") not in ("none", None)
+
+    return Zero(
+        int(zero.get("stage", 0)), offloaded("offload_optimizer"), offloaded("offload_param")
+    )
+
+
+@dataclass(frozen=True)
 class Sequence:
     """A training sequence of a record: its tokens, its target tokens, how many of it a record
     has (a fraction for data mixing kinds of records)."""
@@ -150,6 +177,7 @@ class Stage:
     precompute_reference: bool = True
     batch: int = 1  # generation: requests decoded together; training: per-device batch
     gpus: int = 1  # GPUs the stage's jobs take together
+    zero: Zero = Zero()  # training: how DeepSpeed shards and offloads its state
     note: str = ""
 
 
@@ -219,6 +247,7 @@ def stages(
                 training=training_of(hp, "sft"),
                 batch=int(hp.get("per_device_train_batch_size") or 1),
                 gpus=train_gpus,
+                zero=zero_of(hp.get("deepspeed")),
             )
         )
 
@@ -240,6 +269,7 @@ def stages(
                 precompute_reference=bool(hp.get("precompute_ref_log_probs", True)),
                 batch=int(hp.get("per_device_train_batch_size") or 1),
                 gpus=train_gpus,
+                zero=zero_of(hp.get("deepspeed")),
                 note=f"{2 + distinct_refine} distinct of the 10 sequences",
             )
         )
