@@ -28,7 +28,10 @@ from sherlock.evaluation.benchmark_config import (
     judge_problems,
     resolved_benchmarks,
 )
+from sherlock.gpucheck.price import print_dry_run_estimate
 
+# A dry run's plan opens with the run's estimated GPU-hours (sherlock.gpucheck.price; stderr).
+print_dry_run_estimate(config)
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
     # Every model, data file and DeepSpeed config exists (sherlock.config_paths), before any job.

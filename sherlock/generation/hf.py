@@ -111,15 +111,39 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
         self.pixels = (image_min_pixels or 1, image_max_pixels) if image_max_pixels else None
         self.model_path = str(model_path)
         load = model_load_kwargs(self.model_path, trust_remote_code)
-        self.processor = AutoProcessor.from_pretrained(
+        processor = AutoProcessor.from_pretrained(
             self.model_path, trust_remote_code=trust_remote_code
         )
-        self.tokenizer = self.processor.tokenizer
-        pad_left(self.tokenizer)
-        self.model = AutoModelForImageTextToText.from_pretrained(
+        model = AutoModelForImageTextToText.from_pretrained(
             self.model_path, dtype=self.dtype, **load
         )
-        self.model.to(self.device).eval()
+        self._attach(model.to(self.device), processor)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        processor: Any,
+        *,
+        batch_size: int = 8,
+        progress: bool = False,
+        image_min_pixels: int | None = None,
+        image_max_pixels: int | None = None,
+    ) -> TransformersBackend:
+        """A backend over a model and processor already in memory, on the model's device and
+        in its dtype (``sherlock-gpu-check`` measures randomly initialised architectures)."""
+        backend = cls.__new__(cls)
+        backend._set_batching(batch_size, str(model.device), model.dtype, progress)
+        backend.pixels = (image_min_pixels or 1, image_max_pixels) if image_max_pixels else None
+        backend.model_path = "(in memory)"
+        backend._attach(model, processor)
+        return backend
+
+    def _attach(self, model: Any, processor: Any) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        pad_left(self.tokenizer)
+        self.model = model.eval()
         self.eos_token_ids = self._eos_token_ids()
 
     def _eos_token_ids(self) -> list[int]:
