@@ -233,3 +233,93 @@ def test_the_merged_model_computes_what_the_adapter_model_does(
     assert not (merged_dir / "Modelfile").exists()
     assert not list(tmp_path.glob("*.partial"))
     assert (merged_dir / "processor_config.json").is_file()
+
+
+def test_the_lora_keys_count_only_under_lora(tmp_path: Path) -> None:
+    import copy
+
+    from defaults import DEFAULT_CONFIG
+
+    from sherlock.config import cross_field_problems, finetuning_keys
+
+    common = {"learning_rate": 1e-4, "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0,
+              "lora_target": "all"}
+    # full: the run file is what it was before LoRA (no rerun of a finished full build)
+    assert finetuning_keys({**common, "finetuning_type": "full"}) == {"learning_rate": 1e-4}
+    assert finetuning_keys({**common, "finetuning_type": "lora"})["lora_rank"] == 8
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["sft"]["perception"]["finetuning_type"] = "lora"
+    assert any(p.startswith("sft.perception.finetuning_type") for p in cross_field_problems(config))
+    with pytest.raises(ValueError, match="lack lora_rank"):
+        training_args(tmp_path, finetuning_type="lora", lora_dropout=0.0, lora_target="all")
+    with pytest.raises(ValueError, match="full or lora"):
+        training_args(tmp_path, finetuning_type="freeze")
+    args = training_args(
+        tmp_path, finetuning_type="lora", lora_rank=4, lora_dropout=0.1, lora_target="q_proj"
+    )
+    assert args.lora == lora.LoraSettings(4, 8, 0.1, "q_proj")  # α: 2 × rank, LLaMA-Factory's
+    assert training_args(tmp_path).lora is None  # a run file without the keys trains in full
+
+
+def test_a_lora_run_file_trains_the_adapter_and_resumes_to_the_same_one(
+    tiny_model_dir: Path, tmp_path: Path, examples, monkeypatch
+) -> None:
+    """Through the run file, as the rules run it: the adapter folder comes out (no model), and a
+    run killed after its step-1 checkpoint resumes to the uninterrupted run's adapter (which it
+    would not if the fresh adapter's random matrix were drawn unseeded)."""
+    import yaml
+    from defaults import objective_keys
+    from safetensors.torch import load_file
+
+    from sherlock.preference.records import preference_row
+    from sherlock.preference.run import prepare_run, train_from_file
+
+    prefs = tmp_path / "prefs.json"
+    prefs.write_text(json.dumps([preference_row(ex) for ex in examples]))
+
+    def run_file(name: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        settings = {
+            **objective_keys(),
+            "finetuning_type": "lora", "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+            "lora_target": "all",
+            "model_name_or_path": str(tiny_model_dir), "dataset": str(prefs),
+            "output_dir": str(tmp_path / f"{name}.partial"),
+            "per_device_train_batch_size": 2, "num_train_epochs": 1, "learning_rate": 1e-2,
+            "logging_steps": 1, "save_strategy": "steps", "save_steps": 1,
+            "save_total_limit": 2, "report_to": "none", "seed": 3,
+        }
+        path.write_text(yaml.safe_dump(settings))
+        return path
+
+    whole_file = run_file("whole")
+    assert prepare_run(whole_file, resume=True) is None
+    summary = train_from_file(whole_file, tmp_path / "whole")
+    whole = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    assert not (tmp_path / "whole" / "model.safetensors").exists()
+    assert summary["finetuning_type"] == "lora"
+    assert summary["trainable_parameters"] == sum(t.numel() for t in whole.values())
+
+    interrupted = run_file("resumed")
+    original_step = SherlockTrainer.training_step
+    steps = {"n": 0}
+
+    def crash_at_second_step(self, *args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(SherlockTrainer, "training_step", crash_at_second_step)
+    assert prepare_run(interrupted, resume=True) is None
+    with pytest.raises(KeyboardInterrupt):
+        train_from_file(interrupted, tmp_path / "resumed")
+    monkeypatch.setattr(SherlockTrainer, "training_step", original_step)
+    checkpoint = prepare_run(interrupted, resume=True)
+    assert checkpoint == tmp_path / "resumed.partial" / "checkpoint-1"
+    train_from_file(interrupted, tmp_path / "resumed", checkpoint)
+    resumed = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    assert resumed.keys() == whole.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=1e-6)
+    assert any(whole[name].abs().sum() > 0 for name in whole if "lora_B" in name)  # it trained

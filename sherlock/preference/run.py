@@ -164,7 +164,7 @@ def _train(
     model_dir: str | Path,
     resume_from: str | Path | None,
 ) -> dict[str, Any]:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
 
     ours, args = split_run_config(config)
     dtype = getattr(torch, ours.get("torch_dtype") or "float32")
@@ -194,6 +194,7 @@ def _train(
     if lora_settings is not None and resume_from is not None:
         model = lora.load_adapter(model, str(resume_from))
     elif lora_settings is not None:
+        set_seed(args.seed)  # the adapter's random first matrix: the same run, the same start
         model = lora.add_adapter(
             model,
             lora_settings,
