@@ -504,6 +504,14 @@ def merge_chain(stage):
     return stage, adapters
 
 
+def merge_root(stage):
+    """The model a merge starts from (sherlock.sft.merge): a path, and the file dependency."""
+    root, _ = merge_chain(stage)
+    if root == "base":
+        return base_model_path(), base_model_input()
+    return res("models", root), res("models", root)
+
+
 def merged_output(pattern):
     """A merged model's folder: temporary under intermediates.keep_merged_models: false."""
     folder = directory(pattern)

@@ -4,14 +4,6 @@
 # full stage's training writes it. Without a LoRA stage the rule does not exist.
 
 
-def merge_root(stage):
-    """The model a merge starts from (sherlock.sft.merge): a path, and the file dependency."""
-    root, _ = merge_chain(stage)
-    if root == "base":
-        return base_model_path(), base_model_input()
-    return res("models", root), res("models", root)
-
-
 if LORA_STAGES:
 
     rule merge_adapter:
