@@ -1,7 +1,7 @@
 """Peak GPU memory and wall time of the one-GPU preset, ESTIMATED (no GPU has run it).
 
-    .venv/bin/python benchmarks/one_gpu_estimate.py            # prints the tables, writes
-                                                               # benchmarks/results/one_gpu_estimate.json
+    .venv/bin/python benchmarks/one_gpu_estimate.py    # prints the tables and writes
+                                                       # benchmarks/results/one_gpu_estimate.json
 
 The preset's own values (split sizes, batch, LoRA rank, cutoff, answer cap) are read from
 config/presets/qwen25vl_3b_1gpu.yaml; the model's parameter counts, and the LoRA parameters on

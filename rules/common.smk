@@ -518,4 +518,6 @@ def merged_output(pattern):
     return folder if config["intermediates"]["keep_merged_models"] else temp(folder)
 
 
-LORA_STAGES = [s for s in ("r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)) if lora_stage(s)]
+LORA_STAGES = [
+    stage for stage in ("r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)) if lora_stage(stage)
+]
