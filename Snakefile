@@ -27,6 +27,7 @@ include: "rules/base.smk"
 include: "rules/sft.smk"
 include: "rules/offline.smk"
 include: "rules/online.smk"
+include: "rules/lora.smk"
 include: "rules/evaluate.smk"
 
 

@@ -13,8 +13,10 @@ from snakemake.settings.types import DeploymentMethod
 from sherlock.config import (
     ENVIRONMENT_FILES,
     ConfigError,
+    finetuning_keys,
     generation_stack,
     interpreter,
+    is_lora,
     merged,
     put_interpreter_on_path,
     put_package_on_pythonpath,
@@ -152,7 +154,10 @@ def with_workflow_files(hparams):
 
 
 def sft_hparams(run):
-    return with_workflow_files(merged(config["sft"]["common"], config["sft"][run]))
+    hparams = merged(config["sft"]["common"], config["sft"][run])
+    if run == "perception":  # a random model learns to see: in full (sherlock.config's check)
+        hparams["finetuning_type"] = "full"
+    return with_workflow_files(finetuning_keys(hparams))
 
 
 def source_file():
@@ -170,7 +175,8 @@ def offline_source_split():
 
 
 def preference_hparams(stage):
-    return with_workflow_files(merged(config["preference"]["common"], config["preference"][stage]))
+    hparams = merged(config["preference"]["common"], config["preference"][stage])
+    return with_workflow_files(finetuning_keys(hparams))
 
 
 def pair_fit_options(stage):
@@ -448,3 +454,73 @@ def shard_io(*flags):
         return " ".join(words)
 
     return io
+
+
+# LoRA (docs/trainer.md, "LoRA"). A training stage (r0, sft, offline, iter<k>) whose
+# finetuning_type is lora writes its adapter, models/<stage>_adapter/; the merge job
+# (rules/lora.smk) writes models/<stage>/, the plain merged model every later step reads, as a
+# full stage's training writes it. Training rules name their output with trained_output.
+def stage_hparams(stage):
+    """The merged hyper-parameters of a training stage (r0, sft, offline, iter<k>)."""
+    if stage in ("r0", "sft"):
+        return sft_hparams("r0" if stage == "r0" else "sherlock_sft")
+    return preference_hparams("offline" if stage == "offline" else "online")
+
+
+def lora_stage(stage):
+    return is_lora(stage_hparams(stage))
+
+
+def trained_output(stage):
+    """What the training of ``stage`` writes: its adapter folder (LoRA) or the model itself;
+    ``stage`` may be the pattern iter{k} (every online iteration trains alike)."""
+    name = f"{stage}_adapter" if lora_stage(stage) else stage
+    return directory(res("models", name))
+
+
+def training_folder(stage):
+    """The folder a finished training of ``stage`` left: its logs (trainer_state.json,
+    sherlock_training.json) are there, adapter or model."""
+    return res("models", f"{stage}_adapter" if lora_stage(stage) else stage)
+
+
+def start_of(stage):
+    """The model ``stage`` starts from: base for R0 and Sherlock-SFT, else the stage before."""
+    if stage in ("r0", "sft"):
+        return "base"
+    if stage == "offline":
+        return "sft"
+    k = int(stage.removeprefix("iter"))
+    return "offline" if k == 1 else f"iter{k - 1}"
+
+
+def merge_chain(stage):
+    """(root, adapters): the first model up the chain of starting models that no LoRA stage
+    trained (the base, or a full stage's model), and the adapters trained from it up to
+    ``stage``, in order. A merge reads only these, never another merged model, so a merged model
+    deleted under intermediates.keep_merged_models: false is merged again without retraining
+    the stages after it."""
+    adapters = []
+    while stage != "base" and lora_stage(stage):
+        adapters.insert(0, res("models", f"{stage}_adapter"))
+        stage = start_of(stage)
+    return stage, adapters
+
+
+def merge_root(stage):
+    """The model a merge starts from (sherlock.sft.merge): a path, and the file dependency."""
+    root, _ = merge_chain(stage)
+    if root == "base":
+        return base_model_path(), base_model_input()
+    return res("models", root), res("models", root)
+
+
+def merged_output(pattern):
+    """A merged model's folder: temporary under intermediates.keep_merged_models: false."""
+    folder = directory(pattern)
+    return folder if config["intermediates"]["keep_merged_models"] else temp(folder)
+
+
+LORA_STAGES = [
+    stage for stage in ("r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)) if lora_stage(stage)
+]

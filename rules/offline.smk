@@ -1,10 +1,11 @@
 # Stage II (docs/method.md §5): perturbed continuations of annotated answers → the Offline model.
+# models/sft and models/offline: a full training's output, or a LoRA adapter merged (rules/lora.smk).
 
 
 rule offline_prefs:
     """Sherlock-SFT continues truncated annotated answers of D_A on perturbed images."""
     input:
-        model=rules.sft.output.model,
+        model=res("models", "sft"),
         data=offline_source_split(),
         shards=shard_inputs(res("data", "offline_prefs.json")),
     output:
@@ -37,7 +38,7 @@ rule offline_prefs:
 
 use rule offline_prefs as offline_prefs_shard with:
     input:
-        model=rules.sft.output.model,
+        model=res("models", "sft"),
         data=offline_source_split(),
     output:
         chunks=shard_output(res("data", "offline_prefs.json")),
@@ -57,7 +58,7 @@ rule offline_config:
     localrule: True  # runs no model: never a cluster submission
     input:
         data=rules.offline_prefs.output.data,
-        model=rules.sft.output.model,
+        model=res("models", "sft"),
     output:
         run=res("runs", "offline", "train.yaml"),
     params:
@@ -85,13 +86,14 @@ rule offline_config:
 
 
 rule offline:
-    """The Offline model (M_0): Sherlock preference training on offline_prefs.json."""
+    """The Offline model (M_0): Sherlock preference training on offline_prefs.json (full, or a
+    LoRA adapter: rules/lora.smk merges it)."""
     input:
         run=rules.offline_config.output.run,
         data=rules.offline_prefs.output.data,
-        model=rules.sft.output.model,
+        model=res("models", "sft"),
     output:
-        model=directory(res("models", "offline")),
+        model=trained_output("offline"),
     params:
         python=PY,
         script=script("train_sherlock"),

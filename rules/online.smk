@@ -158,7 +158,7 @@ rule iter_model:
         data=rules.rejected.output.data,
         model=policy_for,
     output:
-        model=directory(res("models", "iter{k}")),
+        model=trained_output("iter{k}"),
     params:
         python=PY,
         script=script("train_sherlock"),

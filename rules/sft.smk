@@ -1,4 +1,6 @@
 # Stage I (docs/method.md §3): R0 on D_A → sherlock_sft.json from R0's own answers → Sherlock-SFT.
+# Later steps read models/r0 and models/sft: a full training's output, or a LoRA training's
+# adapter merged (rules/lora.smk).
 
 
 rule r0_config:
@@ -33,14 +35,14 @@ rule r0_config:
 
 
 rule r0:
-    """R0: the base model after full SFT on D_A."""
+    """R0: the base model after SFT on D_A (full, or a LoRA adapter: rules/lora.smk merges it)."""
     input:
         yaml=rules.r0_config.output.yaml,
         info=rules.r0_config.output.info,
         data=rules.splits.output.d_a,
         base=base_model_input(),
     output:
-        model=directory(res("models", "r0")),
+        model=trained_output("r0"),
     resources:
         **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
@@ -66,7 +68,7 @@ rule r0:
 rule sherlock_sft_data:
     """R0 answers every D_B question; two rows per record: (x → Y*) and (REFINE(x, y0) → Y*)."""
     input:
-        model=rules.r0.output.model,
+        model=res("models", "r0"),
         d_b=rules.splits.output.d_b,
         shards=shard_inputs(res("data", "sherlock_sft.json")),
     output:
@@ -96,7 +98,7 @@ rule sherlock_sft_data:
 
 use rule sherlock_sft_data as sherlock_sft_data_shard with:
     input:
-        model=rules.r0.output.model,
+        model=res("models", "r0"),
         d_b=rules.splits.output.d_b,
     output:
         chunks=shard_output(res("data", "sherlock_sft.json")),
@@ -127,7 +129,7 @@ use rule r0_config as sft_config with:
         log_file("sft_config"),
 
 
-# Sherlock-SFT: the base model after full SFT on sherlock_sft.json.
+# Sherlock-SFT: the base model after SFT on sherlock_sft.json (full, or a LoRA adapter).
 use rule r0 as sft with:
     input:
         yaml=rules.sft_config.output.yaml,
@@ -135,7 +137,7 @@ use rule r0 as sft with:
         data=rules.sherlock_sft_data.output.data,
         base=base_model_input(),
     output:
-        model=directory(res("models", "sft")),
+        model=trained_output("sft"),
     log:
         log_file("sft"),
     benchmark:

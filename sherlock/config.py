@@ -70,6 +70,11 @@ def cross_field_problems(config: dict) -> list[str]:
                     f"sft.{run}.{key}: set it in sft.common only, the one image size of every "
                     "stage (generation and preference training use it too)"
                 )
+    if config["sft"]["perception"].get("finetuning_type") == "lora":
+        problems.append(
+            "sft.perception.finetuning_type: the perception stage trains a random model in full "
+            "(sft.common's finetuning_type does not reach it either)"
+        )
     if config["online"]["min_pairs"] > config["online"]["target_pairs"]:
         problems.append("online.min_pairs: larger than online.target_pairs")
     evaluation = config["evaluation"]
@@ -109,6 +114,24 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
 def merged(common: dict, specific: dict) -> dict:
     """A run's hyper-parameters: ``common`` overridden by the run's own keys."""
     return {**common, **specific}
+
+
+# LLaMA-Factory's LoRA keys, in sft.* and preference.* alike (docs/trainer.md, "LoRA").
+LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
+
+
+def is_lora(hparams: dict) -> bool:
+    """Whether a run's (merged) hyper-parameters train a LoRA adapter."""
+    return hparams.get("finetuning_type") == "lora"
+
+
+def finetuning_keys(hparams: dict) -> dict:
+    """A run's hyper-parameters as its run file gets them: ``finetuning_type`` and the LoRA keys
+    only for a LoRA run. They decide nothing in a full run, so its run file (and the rule params
+    Snakemake compares) stay what they were before LoRA existed."""
+    if is_lora(hparams):
+        return hparams
+    return {k: v for k, v in hparams.items() if k not in ("finetuning_type", *LORA_KEYS)}
 
 
 def put_interpreter_on_path() -> None:

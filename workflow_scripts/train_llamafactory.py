@@ -8,6 +8,8 @@ import argparse
 import json
 import os
 
+import yaml
+
 from sherlock.runtime.step_summary import mean_training_loss, stage_summary
 from sherlock.runtime.tracking import add_tracking_arguments, tracking_from_args
 from sherlock.sft.llamafactory import run_training
@@ -38,9 +40,11 @@ def main() -> None:
     # From the whole logged history: all_results.json's train_loss is wrong after a resume.
     with open(os.path.join(args.model_dir, "trainer_state.json"), encoding="utf-8") as handle:
         loss = mean_training_loss(json.load(handle).get("log_history", []))
+    with open(args.yaml, encoding="utf-8") as handle:
+        method = "LoRA" if yaml.safe_load(handle).get("finetuning_type") == "lora" else "full"
     stage_summary(
         f"train {os.path.basename(os.path.normpath(args.model_dir))}",
-        f"LLaMA-Factory SFT, {results.get('epoch', '?')} epochs, mean training loss "
+        f"LLaMA-Factory SFT ({method}), {results.get('epoch', '?')} epochs, mean training loss "
         f"{loss:.4f} -> {args.model_dir}",
     )
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from trl import DPOConfig
 
+from sherlock.preference.lora import LoraSettings
+
 # config / run-file key → argument (LLaMA-Factory's names → TRL's and ours).
 CONFIG_NAMES = {
     "pref_beta": "beta",
@@ -52,6 +54,20 @@ class SherlockConfig(DPOConfig):
     freeze_language_model: bool | None = field(
         default=None, metadata={"help": "leave the language model untrained"}
     )
+    # LLaMA-Factory's names and meaning (sherlock.preference.lora). A run file without them
+    # trains in full (those of earlier versions, and every full run: the rules write the LoRA
+    # keys only for a LoRA run).
+    finetuning_type: str = field(
+        default="full", metadata={"help": "full, or lora: only a LoRA adapter trains"}
+    )
+    lora_rank: int | None = field(default=None, metadata={"help": "LoRA rank r"})
+    lora_alpha: float | None = field(
+        default=None, metadata={"help": "LoRA scale α; None: 2 × lora_rank (LLaMA-Factory's)"}
+    )
+    lora_dropout: float | None = field(default=None, metadata={"help": "dropout on LoRA input"})
+    lora_target: str | None = field(
+        default=None, metadata={"help": "all, or a comma list of module names"}
+    )
     share_vision_features: bool = field(
         default=True,
         metadata={
@@ -63,9 +79,22 @@ class SherlockConfig(DPOConfig):
 
     def __post_init__(self) -> None:
         missing = [name for name in _REQUIRED if getattr(self, name) is None]
+        if self.finetuning_type not in ("full", "lora"):
+            raise ValueError(f"finetuning_type {self.finetuning_type!r}: full or lora")
+        if self.finetuning_type == "lora":
+            lora_keys = ("lora_rank", "lora_dropout", "lora_target")
+            missing += [name for name in lora_keys if getattr(self, name) is None]
         if missing:
             raise ValueError(f"the training arguments lack {', '.join(missing)}")
         super().__post_init__()
+
+    @property
+    def lora(self) -> LoraSettings | None:
+        """The LoRA settings of a LoRA run, else None."""
+        if self.finetuning_type != "lora":
+            return None
+        alpha = self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank
+        return LoraSettings(self.lora_rank, alpha, self.lora_dropout, self.lora_target)
 
     @property
     def nll_coef(self) -> float:

@@ -21,6 +21,7 @@ import yaml
 from safetensors.torch import load_file
 
 from sherlock.data.prompts import load_prompt
+from sherlock.preference import lora
 from sherlock.preference.arguments import SherlockConfig, argument_names
 from sherlock.preference.coefficients import Coefficients
 from sherlock.preference.records import load_preferences
@@ -146,7 +147,8 @@ def train_from_file(
     tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Train (from ``resume_from``, an intermediate checkpoint, when given), save a complete
-    Hugging Face folder with its processor, then move it into place. ``tracking`` (config
+    Hugging Face folder with its processor (a LoRA run: the adapter folder, which a merge job
+    turns into a model, ``sherlock.sft.merge``), then move it into place. ``tracking`` (config
     ``tracking``) overrides the run file's ``report_to``: every logged metric, the Sherlock
     losses and each pair's rewards included, reaches the tracker as it is logged."""
     config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
@@ -162,7 +164,7 @@ def _train(
     model_dir: str | Path,
     resume_from: str | Path | None,
 ) -> dict[str, Any]:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
 
     ours, args = split_run_config(config)
     dtype = getattr(torch, ours.get("torch_dtype") or "float32")
@@ -181,13 +183,27 @@ def _train(
             resume_from = None
     # Resuming, the policy's weights come from the checkpoint through from_pretrained: Trainer's
     # own resume loads the state dict without the model's key mapping (transformers 5.6 saves
-    # Qwen2-VL under its original key names), which would silently restore nothing.
-    policy_path = str(resume_from) if resume_from is not None else model_path
+    # Qwen2-VL under its original key names), which would silently restore nothing. A LoRA
+    # checkpoint holds the adapter: the starting model, the checkpoint's adapter on it.
+    lora_settings = args.lora
+    full_resume = resume_from is not None and lora_settings is None
+    policy_path = str(resume_from) if full_resume else model_path
     model = AutoModelForImageTextToText.from_pretrained(
         policy_path, dtype=dtype, **model_load_kwargs(policy_path, remote_code)
     )
+    if lora_settings is not None and resume_from is not None:
+        model = lora.load_adapter(model, str(resume_from))
+    elif lora_settings is not None:
+        set_seed(args.seed)  # the adapter's random first matrix: the same run, the same start
+        model = lora.add_adapter(
+            model,
+            lora_settings,
+            vision_tower=args.freeze_vision_tower,
+            projector=args.freeze_multi_modal_projector,
+            language_model=args.freeze_language_model,
+        )
     reference = None
-    if not args.precompute_ref_log_probs:
+    if not args.precompute_ref_log_probs and lora_settings is None:  # LoRA: the adapter off
         reference = AutoModelForImageTextToText.from_pretrained(
             model_path, dtype=dtype, **model_load_kwargs(model_path, remote_code)
         )
@@ -220,6 +236,8 @@ def _train(
         "records": len(examples),
         "records_without_weight": sum(example.weight is None for example in examples),
         "frozen_parameters": frozen_count(model, trainer.frozen_parameters),
+        "finetuning_type": args.finetuning_type,
+        "trainable_parameters": lora.trainable_count(model),
         "train_loss": mean_training_loss(trainer.state.log_history),  # resumes included
         "log_history": trainer.state.log_history,
         "run_file": str(run_file),

@@ -7,7 +7,9 @@ frozen copy of it when that is turned off. Each record's image goes through the 
 per pass for all its sequences (``share_vision_features``, ``sherlock.preference.vision_sharing``).
 The mathematics lives in ``sherlock.preference.losses``.
 The parts of the model the freeze keys name are not trained (``sherlock.preference.freezing``);
-before anything runs, every record is checked against ``cutoff_len``.
+before anything runs, every record is checked against ``cutoff_len``. A LoRA policy
+(``sherlock.preference.lora``) trains its adapter only, and its reference is the same weights
+with the adapter off.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sherlock.preference.coefficients import Coefficients
 from sherlock.preference.encoding import collate_sequences, encode_example, sequence_log_probs
 from sherlock.preference.freezing import freeze
 from sherlock.preference.lengths import LongestContext, longest_context, overflow_message
+from sherlock.preference.lora import peft_model, reference_weights
 from sherlock.preference.losses import SEQUENCE_NAMES, sherlock_loss
 from sherlock.preference.records import PreferenceDataError, PreferenceExample
 from sherlock.runtime.atomic import atomic_output
@@ -207,7 +210,8 @@ class SherlockTrainer(Trainer):
             projector=self.args.freeze_multi_modal_projector,
             language_model=self.args.freeze_language_model,
         )
-        if not self.args.precompute_ref_log_probs:
+        # A LoRA policy's reference is its own weights with the adapter off (no copy).
+        if not self.args.precompute_ref_log_probs and peft_model(self.model) is None:
             if reference_model is None:
                 raise ValueError("precompute_ref_log_probs is off: pass the frozen reference_model")
             if self.is_deepspeed_enabled:
@@ -286,12 +290,13 @@ class SherlockTrainer(Trainer):
         device = self.args.device
         quiet = self.args.disable_tqdm or not self.is_world_process_zero()
         done = 0
-        for batch in tqdm(loader, desc="reference log-probs", disable=quiet):
-            inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-            logps, _ = batch_log_probs(model, inputs, self.args.share_vision_features)
-            rows = len(batch["index"])
-            share[done : done + rows] = logps.view(-1, N_SEQ).float().cpu()
-            done += rows
+        with reference_weights(model):  # a LoRA policy's adapter off (it is still zero here)
+            for batch in tqdm(loader, desc="reference log-probs", disable=quiet):
+                inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+                logps, _ = batch_log_probs(model, inputs, self.args.share_vision_features)
+                rows = len(batch["index"])
+                share[done : done + rows] = logps.view(-1, N_SEQ).float().cpu()
+                done += rows
         model.train(was_training)
         positions = torch.tensor(indices, dtype=torch.long)
         # The repeats that only keep the processes in step are not written: padding differs
@@ -304,6 +309,16 @@ class SherlockTrainer(Trainer):
         table[positions[written]] = values[written]
         dataset.reference_logps = table
         return table
+
+    def reference_log_probs(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        """ℓref of the batch on the fly: by the frozen copy, or, for a LoRA policy, by the
+        policy's own weights with the adapter off (``sherlock.preference.lora``)."""
+        share = self.args.share_vision_features
+        if self.reference_model is not None:
+            return batch_log_probs(self.reference_model, inputs, share)[0]
+        inner = getattr(model, "module", model)  # no DDP bookkeeping for a pass without grad
+        with reference_weights(inner):
+            return batch_log_probs(inner, inputs, share)[0]
 
     # -- the loss -------------------------------------------------------------------------------
     def compute_loss(
@@ -320,7 +335,7 @@ class SherlockTrainer(Trainer):
             reference_logps = inputs["reference_logps"].to(policy_logps.device).reshape(-1)
         else:
             with torch.no_grad():
-                reference_logps, _ = batch_log_probs(self.reference_model, inputs, share)
+                reference_logps = self.reference_log_probs(model, inputs)
         policy = by_name(policy_logps, records)
         reference = by_name(reference_logps.to(policy_logps.dtype), records)
         mean_nll = None

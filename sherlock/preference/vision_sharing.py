@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from sherlock.preference.lora import base_model
+
 log = logging.getLogger(__name__)
 
 _QWEN = ("qwen2_vl", "qwen2_5_vl")
@@ -39,8 +41,9 @@ def image_owners(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _unwrapped(model: Any) -> Any:
-    """The model itself under a DeepSpeed or DDP wrapper (their ``module``)."""
-    return getattr(model, "module", model)
+    """The model itself under a DeepSpeed or DDP wrapper (their ``module``) and a peft adapter
+    (whose layers it carries: the adapter, on or off, acts through them)."""
+    return base_model(getattr(model, "module", model))
 
 
 def _qwen_inputs(model: Any, inputs: dict[str, Any], images: torch.Tensor) -> dict[str, Any]:

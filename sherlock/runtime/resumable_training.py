@@ -25,7 +25,8 @@ FINGERPRINT_FILE = "sherlock_run_fingerprint.json"
 REFERENCE_TABLE = "reference_logps.safetensors"
 RESUME_FILE = "resume_run.yaml"
 CHECKPOINT_PREFIX = "checkpoint-"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# A full model's weights, or a LoRA adapter's.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 
 
 def run_fingerprint(settings: Any, data_files: Iterable[str | os.PathLike[str]], model: str) -> str:

@@ -1,7 +1,8 @@
 """LLaMA-Factory run configuration: the YAML and ``dataset_info.json`` a user can read and rerun.
 
-Stage I is plain LLaMA-Factory full SFT (docs/method.md §3); we only render its inputs and launch
-``llamafactory-cli train`` as installed.
+Stage I is plain LLaMA-Factory SFT (docs/method.md §3), full or LoRA (``finetuning_type``); we
+only render its inputs and launch ``llamafactory-cli train`` as installed. A LoRA run leaves an
+adapter; ``sherlock.sft.merge`` writes the merged model.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from sherlock.runtime.resumable_training import (
 from sherlock.runtime.safe_loading import require_safetensors
 from sherlock.runtime.tracking import Tracking
 
-# Keys we always set: what makes a run a full SFT that leaves one clean Hugging Face folder.
+# Keys we always set: what makes a run an SFT that leaves one clean Hugging Face folder (full,
+# unless the run's hyper-parameters say finetuning_type: lora).
 _FIXED = {
     "stage": "sft",
     "do_train": True,
@@ -128,12 +130,15 @@ def run_training(
     require_safetensors(config["model_name_or_path"])
     fingerprint = run_fingerprint(config, dataset_files(config), config["model_name_or_path"])
     checkpoint = prepare_scratch(scratch, fingerprint, resume)
+    lora = config.get("finetuning_type") == "lora"
     run_file = Path(yaml_path)
     if checkpoint is not None:
         run_file = scratch / RESUME_FILE
         # Weights through from_pretrained (with the model's key mapping): Trainer's resume alone
-        # loads Qwen2-VL checkpoints without it in transformers 5.6 and restores no weight.
-        resumed = {"model_name_or_path": str(checkpoint), "resume_from_checkpoint": str(checkpoint)}
+        # loads Qwen2-VL checkpoints without it in transformers 5.6 and restores no weight. A
+        # LoRA checkpoint holds the adapter: the same base, the adapter loaded to train on.
+        weights = "adapter_name_or_path" if lora else "model_name_or_path"
+        resumed = {weights: str(checkpoint), "resume_from_checkpoint": str(checkpoint)}
         atomic.write_yaml(run_file, {**config, **resumed})
     command = [cli, "train", str(run_file)]
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1"}
@@ -144,6 +149,8 @@ def run_training(
     if nodes > 1:
         env["FORCE_TORCHRUN"] = "1"  # torchrun even with one GPU per node: it joins the nodes
     subprocess.run(across_nodes(nodes, command, env), check=True, env=env)
-    if not (scratch / "config.json").is_file():
-        raise RuntimeError(f"LLaMA-Factory finished without saving a model in {scratch}")
+    saved = "adapter_config.json" if lora else "config.json"
+    if not (scratch / saved).is_file():
+        what = "an adapter" if lora else "a model"
+        raise RuntimeError(f"LLaMA-Factory finished without saving {what} in {scratch}")
     finalise(scratch, final_dir)
