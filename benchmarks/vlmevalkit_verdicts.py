@@ -55,7 +55,7 @@ def load_vlmevalkit(checkout: Path) -> types.SimpleNamespace:
     """VLMEvalKit's answer reading and yes/no and multiple-choice metrics, from its files."""
     source = checkout / "vlmeval"
     if not (source / "utils" / "matching_util.py").is_file():
-        sys.exit(f"error: {checkout} is not a VLMEvalKit checkout (no vlmeval/utils/matching_util.py)")
+        sys.exit(f"error: {checkout}: no vlmeval/utils/matching_util.py (not VLMEvalKit)")
     # misc.py imports these at the top for helpers we never call
     if importlib.util.find_spec("sty") is None:
         _module("sty", fg=None)
@@ -125,7 +125,7 @@ def header_and_frame(path: Path, vlmevalkit_view: bool) -> tuple[list[str], pd.D
     """The table's '#' header lines and its rows: every cell as text (ours), or as VLMEvalKit's
     ``load`` reads a TSV (pandas' defaults: "None", "NA" or an empty cell is missing)."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    header = [line for line in lines[: next(i for i, x in enumerate(lines) if not x.startswith("#"))]]
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
     body = "".join(lines[len(header) :])
     if vlmevalkit_view:
         return header, pd.read_csv(io.StringIO(body), sep="\t")
@@ -179,12 +179,12 @@ def main() -> None:
     verdicts = [vlmevalkit_reading(kit, row) for _, row in theirs.iterrows()]
     ours = [our_reading(row) for _, row in frame.iterrows()]
     if args.check:
-        differ = [i for i, (a, b) in enumerate(zip(verdicts, frame["vlmevalkit"])) if a != b]
-        differ += [i for i, (a, b) in enumerate(zip(ours, frame["ours"])) if a != b]
-        for i in sorted(set(differ)):
+        stored = zip(verdicts, ours, frame["vlmevalkit"], frame["ours"], strict=True)
+        differ = [i for i, (a, b, c, d) in enumerate(stored) if (a, b) != (c, d)]
+        for i in differ:
             print(f"row {i}: {frame['response'][i]!r}: VLMEvalKit {verdicts[i]}, ours {ours[i]}"
                   f" (stored: {frame['vlmevalkit'][i]}, {frame['ours'][i]})")
-        print(f"{len(frame)} rows, {len(set(differ))} differ from the stored verdicts")
+        print(f"{len(frame)} rows, {len(differ)} differ from the stored verdicts")
         sys.exit(1 if differ else 0)
     frame["vlmevalkit"] = verdicts
     frame["ours"] = ours

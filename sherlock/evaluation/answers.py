@@ -49,7 +49,7 @@ NONE_OF_THEM = "Z"  # VLMEvalKit's reading of a refusal: none of the options
 def answer_text(response: str, answer_from: str) -> str | None:
     """The text an answer is read from; None when ``conclusion`` finds no closed CONCLUSION."""
     if answer_from not in ANSWER_FROM:
-        raise ValueError(f"answer_from must be one of {', '.join(ANSWER_FROM)}, not {answer_from!r}")
+        raise ValueError(f"answer_from: one of {', '.join(ANSWER_FROM)}, not {answer_from!r}")
     if answer_from == RESPONSE:
         return response
     conclusion = extract_answer(response)

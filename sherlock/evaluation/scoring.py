@@ -63,6 +63,5 @@ def score_response(
         if letter is None:
             return Score(None, NO_OPTION)
         return Score(letter, CORRECT if letter == item.answer else WRONG)
-    text = text.strip()
-    right = read_open_as_choice(text, item.answer) if open_as_choice else read_exact(text, item.answer)
-    return Score(text, CORRECT if right else WRONG)
+    read = read_open_as_choice if open_as_choice else read_exact
+    return Score(text.strip(), CORRECT if read(text, item.answer) else WRONG)
