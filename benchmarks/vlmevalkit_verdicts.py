@@ -6,7 +6,8 @@ prediction files our evaluation writes, beside ours.
     git clone https://github.com/open-compass/VLMEvalKit /tmp/VLMEvalKit
     .venv/bin/python benchmarks/vlmevalkit_verdicts.py --vlmevalkit /tmp/VLMEvalKit
     .venv/bin/python benchmarks/vlmevalkit_verdicts.py --vlmevalkit /tmp/VLMEvalKit --check
-    .venv/bin/python benchmarks/vlmevalkit_verdicts.py --vlmevalkit /tmp/VLMEvalKit --cross-check
+    .venv/bin/python benchmarks/vlmevalkit_verdicts.py --vlmevalkit /tmp/VLMEvalKit \
+        --cross-check /tmp/vlmevalkit_cross_check
 
 Only pandas and numpy are needed: VLMEvalKit's package ``__init__`` (which imports its model
 zoo) is skipped; the few modules that hold its answer reading and metrics are loaded from their
@@ -166,13 +167,197 @@ def our_reading(row: pd.Series) -> str:
     return read_option(text, options) or NONE
 
 
+# --- cross-check: VLMEvalKit's metrics on the prediction files we write ---------------------
+
+FORMS = ["{a}", "**{a}**", "The answer is {a}.", "{a}, because the picture shows it clearly.",
+         "<SUMMARY>s</SUMMARY><CAPTION>c</CAPTION><REASONING>r</REASONING><CONCLUSION>{a}"
+         "</CONCLUSION>", "I cannot tell."]  # fmt: skip
+UNREAD = "I cannot tell."  # a prediction neither reading takes anything from
+MME_TASKS = ("OCR", "artwork", "celebrity", "color", "count", "existence", "landmark",
+             "position", "posters", "scene", "code_reasoning", "commonsense_reasoning",
+             "numerical_calculation", "text_translation")  # fmt: skip
+
+
+def _picture() -> str:
+    import base64
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _yes_no_rows(count: int, layout: str) -> list[dict]:
+    """Rows of a yes/no file in a dataset's layout; every other answer Yes."""
+    import random
+
+    rng = random.Random(count)
+    rows = []
+    for i in range(count):
+        row = {"index": i + 1, "question": "Is it there?", "answer": "Yes" if i % 2 else "No",
+               "image": _picture() if i == 0 else "1"}  # fmt: skip
+        if layout == "POPE":
+            row["category"] = rng.choice(["adversarial", "popular", "random", "popular,random"])
+        elif layout == "MME":  # its rating needs all 14 subtasks: pairs of questions in turn
+            row.update(category=MME_TASKS[(i // 2) % len(MME_TASKS)], image_path=f"{i // 2}.jpg")
+        else:  # HallusionBench: <category>_<subcategory>_<n>_<set>_<figure>_<question>
+            row.update(index=f"VS_chart_{i}_{i // 4}_{(i // 2) % 2}_{i % 2}", image=_picture(),
+                       category="VS", **{"l2-category": "chart"})  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _mmbench_rows(groups: int) -> list[dict]:
+    """Questions with their three option-shifted copies (index + k·10⁶), answer: blue."""
+    colours = ["red", "green", "blue", "grey"]
+    return [
+        {"index": g + k * 1_000_000, "question": "Colour?", "image": _picture(),
+         **dict(zip("ABCD", colours[k:] + colours[:k], strict=True)),
+         "answer": "ABCD"[(2 - k) % 4], "category": "c"}
+        for g in range(groups) for k in range(4)
+    ]  # fmt: skip
+
+
+def _answered(tsv: Path, metric: str, folder: Path, seed: int) -> list[dict]:
+    """The file converted, each row answered in one of FORMS (auto reading), scored by us."""
+    import random
+
+    from sherlock.evaluation.benchmark_files import read_benchmark
+    from sherlock.evaluation.evaluate import score_turns
+    from sherlock.evaluation.vlmevalkit import convert
+
+    rng = random.Random(seed)
+    convert(tsv, folder / f"{tsv.stem}.jsonl", folder / f"{tsv.stem}_images", metric)
+    rows = []
+    for item in read_benchmark(folder / f"{tsv.stem}.jsonl"):
+        if item.choices:
+            said = item.answer if rng.random() < 0.7 else rng.choice("ABCD"[: len(item.choices)])
+        else:
+            said = item.answer if rng.random() < 0.6 else {"Yes": "No", "No": "Yes"}[item.answer]
+        rows.append(score_turns(item, [rng.choice(FORMS).format(a=said)]))
+    return rows
+
+
+def _vlmevalkit_only(rows: list[dict]) -> list[dict]:
+    """The rows scored by our copy of VLMEvalKit's reading alone (``answers.vlmevalkit_*``)."""
+    from sherlock.evaluation.answers import answer_text, vlmevalkit_option, vlmevalkit_yes_no
+
+    out = []
+    for row in rows:
+        text = answer_text(row["turns"][0], "auto")
+        choices = row["choices"]
+        said = vlmevalkit_option(text, choices) if choices else vlmevalkit_yes_no(text)
+        right = said == row["answer"]
+        out.append({**row, "predictions": [said], "statuses": ["correct" if right else "wrong"]})
+    return out
+
+
+def _prediction_file(rows: list[dict], path: Path, verdicts: bool) -> Path:
+    """Our prediction file of the rows; with ``verdicts``, each prediction replaced by what we
+    read (a letter, Yes or No; UNREAD for nothing), so VLMEvalKit reads exactly our verdicts."""
+    from sherlock.evaluation.vlmevalkit import write_predictions
+
+    if verdicts:
+        rows = [{**row, "turns": [row["predictions"][0] or UNREAD]} for row in rows]
+    write_predictions(path, rows, 0)
+    return path
+
+
+def _their_yes_no(kit: types.SimpleNamespace, predictions: Path) -> str:
+    """VLMEvalKit's yes/no evaluation of a prediction file up to its rating (exact matching):
+    the extracted and score columns, as ImageYORNDataset.evaluate writes them."""
+    data = pd.read_csv(predictions, sep="\t")
+    data["prediction"] = [str(x) for x in data["prediction"]]
+    data["extracted"] = [kit.yes_no(x) for x in data["prediction"]]
+    data["score"] = data["answer"] == data["extracted"]
+    storage = predictions.with_name(predictions.stem + "_auxmatch.tsv")
+    data.to_csv(storage, sep="\t", index=False)
+    return str(storage)
+
+
+def _their_metric(kit: types.SimpleNamespace, metric: str, predictions: Path) -> dict:
+    """VLMEvalKit's numbers (by our names) for a prediction file."""
+    if metric == "mmbench":
+        from vlmeval.dataset.utils.multiple_choice import eval_circular_group
+
+        data = pd.read_csv(predictions, sep="\t")
+        data["prediction"] = [str(x) for x in data["prediction"]]
+        data["GT"] = data["answer"]
+        groups = data["index"] % 1_000_000
+        hits = [eval_circular_group(None, data[groups == g])["hit"] for g in sorted(set(groups))]
+        return {"score": 100 * sum(hits) / len(hits)}
+    storage = _their_yes_no(kit, predictions)
+    if metric == "pope":
+        table = kit.pope(storage).set_index("split")
+        out = {"score": table.loc["Overall", "Overall"], "acc": table.loc["Overall", "acc"],
+               "precision": table.loc["Overall", "precision"],
+               "recall": table.loc["Overall", "recall"]}  # fmt: skip
+        out.update({f"F1 {c}": table.loc[c, "Overall"] for c in table.index if c != "Overall"})
+        return out
+    if metric == "mme":
+        table = kit.mme(storage).iloc[0]
+        perception, reasoning = table["perception"], table["reasoning"]
+        return {"score": perception + reasoning, "perception": perception, "reasoning": reasoning}
+    table = kit.hallusion(storage).set_index("split").loc["Overall"]
+    return {name: table[name] for name in ("aAcc", "fAcc", "qAcc")}
+
+
+def _ours(rows: list[dict], metric: str) -> dict:
+    from sherlock.evaluation.metrics import turn_scores
+
+    scores = turn_scores(rows, metric, 0)
+    scores.update({f"F1 {c}": v["f1"] for c, v in scores.get("categories", {}).items()})
+    return scores
+
+
+def cross_check(kit: types.SimpleNamespace, folder: Path) -> list[str]:
+    """Per benchmark layout and number: VLMEvalKit's metric and ours on the same verdicts (ours,
+    handed to it as the prediction), then VLMEvalKit on our prediction file as written beside our
+    metric on our copy of its reading, then our score: what our reading adds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    cases = [("POPE", "pope", _yes_no_rows(60, "POPE")), ("MME", "mme", _yes_no_rows(56, "MME")),
+             ("HallusionBench", "hallusionbench", _yes_no_rows(48, "HallusionBench")),
+             ("MMBench_DEV_EN_V11", "mmbench", _mmbench_rows(20))]  # fmt: skip
+    for layout, metric, table in cases:
+        tsv = folder / f"{layout}.tsv"
+        pd.DataFrame(table).to_csv(tsv, sep="\t", index=False)
+        rows = _answered(tsv, metric, folder, seed=len(table))
+        ours = _ours(rows, metric)
+        same_verdicts = _their_metric(
+            kit, metric, _prediction_file(rows, folder / f"verdicts_{layout}.tsv", True)
+        )
+        their_reading = _their_metric(
+            kit, metric, _prediction_file(rows, folder / f"model_{layout}.tsv", False)
+        )
+        our_copy = _ours(_vlmevalkit_only(rows), metric)
+        for name, value in same_verdicts.items():
+            agree = max(abs(ours[name] - value), abs(our_copy[name] - their_reading[name])) < 1e-9
+            lines.append(
+                f"{layout} {name}: same verdicts ours {ours[name]:.2f} / VLMEvalKit {value:.2f};"
+                f" its reading: VLMEvalKit {their_reading[name]:.2f} / our copy"
+                f" {our_copy[name]:.2f}; our reading adds {ours[name] - their_reading[name]:+.2f}"
+                + ("" if agree else "  DIFFERENT")
+            )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vlmevalkit", type=Path, required=True, help="a VLMEvalKit checkout")
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--check", action="store_true", help="compare, write nothing")
+    parser.add_argument(
+        "--cross-check", type=Path, default=None, metavar="FOLDER",
+        help="score prediction files we write (into FOLDER) with VLMEvalKit's metrics and ours",
+    )  # fmt: skip
     args = parser.parse_args()
     kit = load_vlmevalkit(args.vlmevalkit)
+    if args.cross_check:
+        lines = cross_check(kit, args.cross_check)
+        print("\n".join(lines))
+        sys.exit(1 if any("DIFFERENT" in line for line in lines) else 0)
     commit = commit_of(args.vlmevalkit)
     header, theirs = header_and_frame(args.table, vlmevalkit_view=True)
     _, frame = header_and_frame(args.table, vlmevalkit_view=False)
