@@ -507,7 +507,8 @@ def test_the_paper_preset_lists_the_papers_eight_benchmarks_by_vlmevalkits_names
         ("AMBER", "amber"), ("VSR-zeroshot", "vsr"), ("MMBench_DEV_CN_V11", "mmbench"),
         ("CCBench", "mmbench"), ("BLINK_circular", "mmbench"), ("MMCR", "mmbench"),
         ("MMVP", "mmvp"), ("MMMU_DEV_VAL", "mmmu"), ("MathVista_MINI", "judge"),
-        ("MMVet", "judge"), ("MMStar", "accuracy"), ("BLINK", "accuracy"), ("MMERealWorld", "accuracy"),
+        ("MMVet", "judge"), ("MMStar", "accuracy"), ("BLINK", "accuracy"),
+        ("MMERealWorld", "accuracy"),
     ],
 )  # fmt: skip
 def test_each_vlmevalkit_file_gets_its_own_metric_by_name(name: str, metric: str) -> None:
@@ -564,7 +565,8 @@ def test_pope_is_f1_of_yes_with_accuracy_precision_recall_overall_and_per_catego
 
 def test_amber_vsr_and_mmvp_scores_by_hand(tmp_path: Path) -> None:
     amber = yes_no_file(tmp_path / "AMBER.tsv", [
-        ("1", "yes", "discriminative-attribute-state"), ("2", "no", "discriminative-attribute-number"),
+        ("1", "yes", "discriminative-attribute-state"),
+        ("2", "no", "discriminative-attribute-number"),
         ("3", "yes", "discriminative-hallucination"), ("4", "no", "discriminative-hallucination"),
         ("5", "yes", "relation"),
     ])  # fmt: skip
