@@ -177,3 +177,4 @@ def test_the_three_modes_score_the_same_responses() -> None:
         [CORRECT, CORRECT, WRONG, NO_OPTION],
         [CORRECT, CORRECT, WRONG, NO_OPTION],
     ]
+

@@ -375,66 +375,114 @@ def test_the_table_shows_each_benchmarks_own_metric_the_average_and_the_papers()
     assert "paper (average)" not in paper_table(frame).columns.get_level_values(0)
 
 
+def says_only(folder: Path, token: str) -> None:
+    """Rewrite the tiny Qwen2-VL in ``folder`` so that, greedily, it answers every prompt with
+    ``token`` and stops: its layers add nothing (each position holds its token's embedding),
+    every token's embedding points to ``token``, ``token``'s own to the end of the turn."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    word, end = tokenizer.convert_tokens_to_ids(token), tokenizer.eos_token_id
+    text = model.model.language_model
+    with torch.no_grad():
+        for layer in text.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        text.norm.weight.fill_(1.0)
+        embed = text.embed_tokens.weight
+        embed[:, -2:] = 0.0
+        embed[:, -2] = 1.0
+        embed[word] = 0.0
+        embed[word, -1] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[word, -2] = 10.0
+        model.lm_head.weight[end, -1] = 10.0
+    model.save_pretrained(folder)
+
+
 @pytest.mark.workflow
-def test_the_tiny_default_evaluates_a_vlmevalkit_benchmark_end_to_end(
+def test_an_outside_model_is_evaluated_on_a_vlmevalkit_file_untrained_end_to_end(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    """The `evaluation` target with one VLMEvalKit file (3 good rows, 3 malformed) and the
-    tiny model as the base checkpoint: converted once, answered and corrected, scored, its
-    prediction files written, the table built."""
+    """`evaluate_models` with one VLMEvalKit file (3 good rows, 3 malformed) and an outside
+    model folder: the tiny model made to answer " red" to everything, never in the four-stage
+    format. The file is converted once, answered and corrected, scored, its prediction files
+    written, the table built; nothing is trained, and the model is scored by what it says
+    (answers read with auto), not as zero."""
+    import shutil
     import subprocess
     import sys
 
     import yaml
 
+    from sherlock.evaluation.scoring import NO_CONCLUSION
+
     root = Path(__file__).resolve().parents[1]
     data = tmp_path / "LMUData"
     data.mkdir()
     write_tsv(data / "MMStar.tsv", MCQ_ROWS)
+    outside = tmp_path / "says_red"
+    shutil.copytree(tiny_model_dir, outside)
+    says_only(outside, "Ġred")
     overrides = {
-        "base_model": {"path": str(tiny_model_dir)},
         "synthetic": {"n_train": 40, "n_test": 6},
         "evaluation": {
             "rounds": 1,
-            "checkpoints": ["base"],
             "max_items": 2,
             "data_dir": str(data),
             "benchmarks": {"mmstar": {"path": "MMStar.tsv", "format": "vlmevalkit"}},
+            "models": {"says_red": str(outside)},
         },
     }
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(overrides))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory",
-         str(tmp_path), "--cores", "1", "evaluation", "--configfile", "one.yaml"],
+         str(tmp_path), "--cores", "2", "evaluate_models", "--configfile", "one.yaml"],
         capture_output=True, text=True, cwd=tmp_path, timeout=900,
     )  # fmt: skip
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
+    assert not (tmp_path / "results" / "models").exists()  # nothing trained, no base built
     results = tmp_path / "results" / "eval"
     conversion = json.loads((results / "benchmarks" / "mmstar_conversion.json").read_text())
     assert conversion["items"] == 3 and conversion["malformed_rows"] == 3
-    summary = json.loads((results / "mmstar" / "base_scores.json").read_text())
+    summary = json.loads((results / "mmstar" / "says_red_scores.json").read_text())
     assert summary["metric"] == "accuracy" and summary["malformed_rows"] == 3
     assert summary["items"] == 2 and summary["items_in_file"] == 3
-    assert [turn["turn"] for turn in summary["turns"]] == [0, 1]
-    responses = json.loads((results / "mmstar" / "base_responses.json").read_text())
+    assert summary["answer_from"] == "auto" and summary["model"] == str(outside)
+    # " red" read as VLMEvalKit reads it: the option whose text it holds (row 1: red, blue)
+    rows = json.loads((results / "mmstar" / "says_red_responses.json").read_text())
+    assert [row["turns"] for row in rows] == [[" red", " red"]] * 2
+    assert [row["statuses"] for row in rows] == [["correct"] * 2, ["no_option"] * 2]
+    assert [t["score"] for t in summary["turns"]] == [50.0, 50.0]
+    assert [t["no_format"] for t in summary["turns"]] == [1.0, 1.0]
+    # read for a CONCLUSION only, the same answers would all be "no conclusion"
+    items = {item.id: item for item in read_benchmark(results / "benchmarks" / "mmstar.jsonl")}
+    strict = [score_turns(items[row["id"]], row["turns"], "conclusion") for row in rows]
+    assert {status for row in strict for status in row["statuses"]} == {NO_CONCLUSION}
+    # the held-out questions (exact match): right exactly where the answer is red
+    lines = (results / "benchmarks" / "heldout.jsonl").read_text().splitlines()
+    answers = [json.loads(line)["answer"] for line in lines][:2]
+    rows = json.loads((results / "heldout" / "says_red_responses.json").read_text())
+    assert [row["statuses"][0] == "correct" for row in rows] == [a == "red" for a in answers]
+    # VLMEvalKit's prediction files: the text read, per turn
     for turn in (0, 1):
         predictions = read_predictions(
-            results
-            / "vlmevalkit"
-            / "mmstar"
-            / "base"
-            / prediction_file_name("base", "MMStar", turn)
-        )
+            results / "vlmevalkit" / "mmstar" / "says_red"
+            / prediction_file_name("says_red", "MMStar", turn)
+        )  # fmt: skip
         assert predictions["index"].tolist() == ["1", "2"]
-        assert len(predictions) == len(responses) == 2
-        right = sum(row["statuses"][turn] == "correct" for row in responses)
-        assert summary["turns"][turn]["score"] == pytest.approx(100 * right / 2)
-    table = pd.read_parquet(results / "accuracy.parquet")
-    assert set(table["benchmark"]) == {"heldout", "mmstar"}
-    page = (results / "accuracy_table.html").read_text()
+        assert predictions["prediction"].str.strip().tolist() == ["red"] * 2
+    # the outside models' own table
+    table = pd.read_parquet(results / "models" / "accuracy.parquet")
+    assert set(table["checkpoint"]) == {"says_red"} and set(table["answer_from"]) == {"auto"}
+    assert set(table["benchmark"]) == {"heldout", "mmstar"} and set(table["no_format"]) == {1.0}
+    page = (results / "models" / "accuracy_table.html").read_text()
     assert "mmstar: accuracy %, 3 malformed rows not evaluated" in page
     assert "[sherlock] benchmark " in log and "3 malformed, not evaluated" in log
+    assert "[sherlock] evaluate says_red on mmstar: " in log
 
 
 def test_the_judge_job_runs_a_local_text_model_over_the_open_answers(
