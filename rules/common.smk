@@ -348,6 +348,12 @@ def checkpoint_input(wildcards):
     return base_model_input() if name == "base" else res("models", name)
 
 
+def answer_from(name):
+    """Where a checkpoint's answers are read from: evaluation.answer_from for a trained one;
+    auto (the CONCLUSION, else the whole response) for the base and outside models."""
+    return "auto" if name == "base" or name in OUTSIDE_MODELS else EVALUATION["answer_from"]
+
+
 def image_root_option(wildcards):
     """--image-root of a benchmark whose image paths are not relative to its own folder (a
     VLMEvalKit file's image_path cells; its converted JSONL points at its pictures itself)."""

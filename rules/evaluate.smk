@@ -3,13 +3,6 @@
 # `snakemake --report report.html`.
 
 
-def answer_from(name):
-    """What a checkpoint's answers are read from: evaluation.answer_from for the trained ones;
-    the base and every outside model, which are not taught the four-stage format, always auto
-    (the CONCLUSION when there is one, else the whole response)."""
-    return "auto" if name == "base" or name in OUTSIDE_MODELS else EVALUATION["answer_from"]
-
-
 rule heldout_benchmark:
     """The synthetic held-out split in the benchmark form (image, question, answer)."""
     localrule: True  # runs no model: never a cluster submission
