@@ -26,7 +26,9 @@ word ("Noël") stays one word. Where that finds neither word (``**Yes**``, ``Yes
 keep their marks in VLMEvalKit's words), the text's letter-and-digit runs are read the same way.
 
 **Free-form answers** (``read_exact``): equal to the reference after normalising case, spaces
-and a trailing full stop, or as numbers; also after removing markup and a lead-in.
+and a trailing full stop, or as numbers; also after removing markup and a lead-in. MMMU's
+questions without options (``open_choice``): as VLMEvalKit reads them, multiple choice between
+the answer (A) and "Other Answers" (B); where that reads nothing, ``read_exact``.
 """
 
 from __future__ import annotations
