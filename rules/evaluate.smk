@@ -2,7 +2,6 @@
 # after each self-correction turn; the scores, data statistics and training curves go into
 # `snakemake --report report.html`.
 
-
 rule heldout_benchmark:
     """The synthetic held-out split in the benchmark form (image, question, answer)."""
     localrule: True  # runs no model: never a cluster submission
