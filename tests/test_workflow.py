@@ -559,7 +559,7 @@ def test_every_checkpoint_is_scored_direct_and_per_correction_turn(built):
             assert line["correct"] == statuses.count("correct")
             assert line["no_conclusion"] == statuses.count("no_conclusion")
             broken = [format_problem(r["turns"][turn]) is not None for r in rows]
-            assert line["no_format"] == pytest.approx(sum(broken) / EVAL_ITEMS)
+            assert line["no_format"] == pytest.approx(sum(broken) / EVAL_ITEMS, abs=1e-6)
             assert line["accuracy"] == pytest.approx(statuses.count("correct") / EVAL_ITEMS)
             said = {normalise_answer(p) for r in rows if (p := r["predictions"][turn])}
             assert line["distinct_answers"] == len(said)
