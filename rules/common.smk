@@ -281,6 +281,9 @@ EVALUATION = config["evaluation"]
 CHECKPOINTS = EVALUATION["checkpoints"] or [
     "base", "r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)
 ]
+# Outside models (evaluation.models: name -> folder or hub id): rows of the same table.
+OUTSIDE_MODELS = dict(EVALUATION["models"])
+CHECKPOINTS = [*CHECKPOINTS, *OUTSIDE_MODELS]
 TRAINED = ["r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)]
 # A seed study of the demo (benchmarks/demo_study.py) shown in the report beside this run's page.
 SEED_STUDY = (
@@ -340,13 +343,24 @@ def evaluation_judge_options():
 
 
 def checkpoint_path(name):
-    """The folder (or hub id) of a checkpoint named as in evaluation.checkpoints."""
+    """The folder (or hub id) of a checkpoint named as in evaluation.checkpoints or models."""
+    if name in OUTSIDE_MODELS:
+        return OUTSIDE_MODELS[name]
     return base_model_path() if name == "base" else res("models", name)
 
 
 def checkpoint_input(wildcards):
-    """A checkpoint as a file dependency (the base model only when it is a local folder)."""
-    return base_model_input() if wildcards.checkpoint == "base" else res("models", wildcards.checkpoint)
+    """A checkpoint as a file dependency (the base or an outside model: when a local folder)."""
+    name = wildcards.checkpoint
+    if name in OUTSIDE_MODELS:
+        return OUTSIDE_MODELS[name] if os.path.isdir(OUTSIDE_MODELS[name]) else []
+    return base_model_input() if name == "base" else res("models", name)
+
+
+def answer_from(name):
+    """Where a checkpoint's answers are read from: evaluation.answer_from for a trained one;
+    auto (the CONCLUSION, else the whole response) for the base and outside models."""
+    return "auto" if name == "base" or name in OUTSIDE_MODELS else EVALUATION["answer_from"]
 
 
 def image_root_option(wildcards):

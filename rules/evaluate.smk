@@ -65,11 +65,12 @@ if VLMEVALKIT_BENCHMARKS:
             folder=directory(res("eval", "vlmevalkit", "{benchmark}", "{checkpoint}")),
         wildcard_constraints:
             benchmark=benchmark_pattern(VLMEVALKIT_BENCHMARKS),
-            checkpoint="|".join(CHECKPOINTS),
+            checkpoint=benchmark_pattern(CHECKPOINTS),
         params:
             python=PY,
             script=script("vlmevalkit_predictions"),
             dataset=lambda wildcards: Path(BENCHMARKS[wildcards.benchmark]["path"]).stem,
+            answer_from=lambda wildcards: answer_from(wildcards.checkpoint),
         log:
             res("logs", "vlmevalkit_predictions_{benchmark}_{checkpoint}.log"),
         conda:
@@ -77,7 +78,7 @@ if VLMEVALKIT_BENCHMARKS:
         shell:
             "{params.python} {params.script:q} --responses {input.responses:q}"
             " --checkpoint-name {wildcards.checkpoint:q} --dataset {params.dataset:q}"
-            " --output-dir {output.folder:q} > {log:q} 2>&1"
+            " --answer-from {params.answer_from} --output-dir {output.folder:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -91,7 +92,7 @@ rule evaluate:
         responses=res("eval", "{benchmark}", "{checkpoint}_responses.json"),
         summary=res("eval", "{benchmark}", "{checkpoint}_scores.json"),
     wildcard_constraints:
-        checkpoint="|".join(CHECKPOINTS),
+        checkpoint=benchmark_pattern(CHECKPOINTS),
         benchmark="|".join(re.escape(name) for name in BENCHMARKS),
     params:
         python=PY_GEN,
@@ -102,6 +103,7 @@ rule evaluate:
         max_items=f"--max-items {EVALUATION['max_items']}" if EVALUATION["max_items"] else "",
         image_root_option=image_root_option,
         metric=lambda wildcards: BENCHMARKS[wildcards.benchmark]["metric"],
+        answer_from=lambda wildcards: answer_from(wildcards.checkpoint),
         conversion=lambda wildcards, input: (
             f"--conversion {shlex.quote(input.conversion)}" if input.conversion else ""
         ),
@@ -122,7 +124,8 @@ rule evaluate:
             " --model {params.model:q} {params.generation}"
             " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
             " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
-            " {params.rounds:q} --metric {params.metric:q} {params.conversion}"
+            " {params.rounds:q} --metric {params.metric:q} --answer-from {params.answer_from}"
+            " {params.conversion}"
             " {params.max_items} {params.refine}"
             " {params.io} > {log:q} 2>&1"
         )
@@ -172,7 +175,7 @@ if JUDGED_BENCHMARKS:
             summary=res("eval", "{benchmark}", "{checkpoint}_judged_scores.json"),
         wildcard_constraints:
             benchmark=benchmark_pattern(JUDGED_BENCHMARKS),
-            checkpoint="|".join(CHECKPOINTS),
+            checkpoint=benchmark_pattern(CHECKPOINTS),
         params:
             python=PY_GEN,
             script=script("judge_open_answers"),
@@ -269,6 +272,42 @@ if BENCHMARKS:
         input:
             rules.accuracy_table.output,
             VLMEVALKIT_PREDICTIONS,
+
+
+if BENCHMARKS and OUTSIDE_MODELS:
+
+    use rule accuracy_table as models_accuracy_table with:
+        input:
+            summaries=[
+                benchmark_scores(benchmark, model)
+                for benchmark in BENCHMARKS
+                for model in OUTSIDE_MODELS
+            ],
+        output:
+            parquet=res("eval", "models", "accuracy.parquet"),
+            csv=res("eval", "models", "accuracy.csv"),
+            json=res("eval", "models", "accuracy.json"),
+            html=res("eval", "models", "accuracy_table.html"),
+            figure=res("eval", "models", "accuracy_by_turn.png"),
+        params:
+            checkpoints=",".join(OUTSIDE_MODELS),
+            paper="",
+        log:
+            log_file("models_accuracy_table"),
+
+
+    rule evaluate_models:
+        """Only the outside models (evaluation.models) scored on every benchmark, nothing
+        trained (`snakemake --cores all evaluate_models`): their own table in eval/models/ and
+        VLMEvalKit's prediction files; the full table (rule evaluation) holds them too."""
+        localrule: True
+        input:
+            rules.models_accuracy_table.output,
+            [
+                res("eval", "vlmevalkit", benchmark, model)
+                for benchmark in VLMEVALKIT_BENCHMARKS
+                for model in OUTSIDE_MODELS
+            ],
 
 
 rule training_curves:

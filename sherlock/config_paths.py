@@ -3,8 +3,8 @@
 A missing file would otherwise fail late: ``base_model.path: /nonexistent`` plans and starts the
 data jobs, then fails inside the first training. What is checked, each problem naming the key:
 
-- models (``base_model.path`` and ``online.judge.model`` unless "tiny", and
-  ``evaluation.judge.model`` when a benchmark is judged): a local
+- models (``base_model.path`` and ``online.judge.model`` unless "tiny", every outside model of
+  ``evaluation.models``, and ``evaluation.judge.model`` when a benchmark is judged): a local
   folder; or a Hugging Face hub id (``org/name``, no such local folder). A hub id is accepted
   as it is when the hub may be asked (``HF_HUB_OFFLINE`` unset: only the hub can tell, and a
   plan must not need the network); with ``HF_HUB_OFFLINE`` set it must be in the local cache,
@@ -120,6 +120,8 @@ def path_problems(
             problems.append(
                 model_problem("evaluation.judge.model", judge_model, environ, cache_dir)
             )
+    for name, model in (evaluation.get("models") or {}).items():
+        problems.append(model_problem(f"evaluation.models.{name}", model, environ, cache_dir))
     if evaluation.get("seed_study"):
         study = workflow_file(evaluation["seed_study"], workflow_dir)
         problems.append(_file("evaluation.seed_study", study))

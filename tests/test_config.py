@@ -107,6 +107,15 @@ def test_evaluation_settings_are_checked(config):
     with pytest.raises(ConfigError, match=r"imageroot"):
         validate_config(config, SCHEMA)
     config["evaluation"]["benchmarks"] = {}
+    config["evaluation"]["models"] = {"sft": "/ckpt/theirs"}  # a checkpoint's name
+    with pytest.raises(ConfigError, match=r"evaluation\.models: 'sft' does not match"):
+        validate_config(config, SCHEMA)
+    config["evaluation"]["models"] = {"theirs": "/ckpt/theirs"}
+    config["evaluation"]["answer_from"] = "whole"
+    with pytest.raises(ConfigError, match=r"evaluation\.answer_from: 'whole' is not one of"):
+        validate_config(config, SCHEMA)
+    config["evaluation"]["answer_from"] = "response"
+    validate_config(config, SCHEMA)
     config["evaluation"]["rounds"] = -1
     with pytest.raises(ConfigError, match=r"evaluation\.rounds"):
         validate_config(config, SCHEMA)

@@ -68,12 +68,14 @@ def test_every_path_of_the_config_is_checked_and_named(tmp_path: Path) -> None:
     config["evaluation"]["judge"]["model"] = str(tmp_path / "answer_judge")
     config["prompts"]["refine"] = str(tmp_path / "refine.txt")
     config["evaluation"]["seed_study"] = "benchmarks/results/no_study.json"  # workflow folder
+    config["evaluation"]["models"] = {"theirs": str(tmp_path / "theirs"), "hub": "org/a-vlm"}
     problems = path_problems(config, ROOT, ONLINE)
     keys = sorted(problem.split(":")[0] for problem in problems)
     assert keys == [
         "base_model.path",
         "evaluation.benchmarks.mmstar.image_root",  # its file: check_benchmark_files
         "evaluation.judge.model",
+        "evaluation.models.theirs",
         "evaluation.seed_study",
         "evaluation.seed_study (its figure beside it)",
         "online.judge.model",
@@ -84,7 +86,7 @@ def test_every_path_of_the_config_is_checked_and_named(tmp_path: Path) -> None:
     ]
     missing = str(ROOT / "config" / "deepspeed" / "missing.json")
     assert f"preference.online.deepspeed: no such file: {missing}" in problems
-    for folder in ("judge", "images", "mm", "answer_judge"):
+    for folder in ("judge", "images", "mm", "answer_judge", "theirs"):
         (tmp_path / folder).mkdir()
     for name in ("train.jsonl", "mmstar.jsonl", "refine.txt"):
         (tmp_path / name).write_text("")

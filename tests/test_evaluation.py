@@ -76,7 +76,7 @@ def test_evaluate_scores_every_turn_with_hand_counted_summary() -> None:
             "m4": ["B", "a horse", "E"],  # correct, no option, no option
         }
     )
-    rows, summary = evaluate(backend, items, REFINE, GREEDY, rounds=2)
+    rows, summary = evaluate(backend, items, REFINE, GREEDY, rounds=2, answer_from="conclusion")
     # the model sees the options, also inside the REFINE prompt
     assert "Options:\nA. cat\nB. dog" in backend.calls[0][0][1].user_text
     assert "Options:\nA. cat\nB. dog" in backend.calls[1][0][1].user_text
@@ -91,6 +91,12 @@ def test_evaluate_scores_every_turn_with_hand_counted_summary() -> None:
     assert [t["wrong"] for t in turns] == [1, 1, 0]
     assert [(t["gained"], t["lost"]) for t in turns] == [(0, 0), (2, 2), (1, 0)]
     assert summary["items"] == 4 and summary["rounds"] == 2
+    assert summary["answer_from"] == "conclusion"
+    assert [t["no_format"] for t in turns] == [0.25, 0.0, 0.0]  # e3's first answer
+    # read as a whole where there is no CONCLUSION (auto), e3's first answer is no "3"
+    rows, summary = evaluate(TableBackend(backend.answers), items, REFINE, GREEDY, rounds=2)
+    assert rows[2]["statuses"] == ["wrong", "correct", "correct"]
+    assert [t["no_conclusion"] for t in summary["turns"]] == [0, 0, 0]
 
 
 def summary_of(accuracies: list[float]) -> dict:

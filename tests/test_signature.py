@@ -85,7 +85,9 @@ def test_over_runs_is_mean_and_sample_spread():
 def _row(answer, predictions, question_type=None):
     statuses = ["correct" if p == answer else "wrong" for p in predictions]
     meta = {"question_type": question_type} if question_type else {}
-    return {"answer": answer, "predictions": predictions, "statuses": statuses, "meta": meta}
+    turns = [str(p) for p in predictions]  # no four-stage format: every answer read whole
+    return {"answer": answer, "predictions": predictions, "statuses": statuses, "meta": meta,
+            "turns": turns}  # fmt: skip
 
 
 def test_blind_baselines_and_distinct_answers_from_known_rows():
@@ -102,5 +104,6 @@ def test_blind_baselines_and_distinct_answers_from_known_rows():
     # turn 0: every answer "left" (collapsed); turn 1: left, red ("Left." normalises to left)
     assert [t["distinct_answers"] for t in summary["turns"]] == [1, 2]
     assert summary["majority_rate"] == 0.4 and summary["type_majority_rate"] == 0.6
+    assert [t["no_format"] for t in summary["turns"]] == [1.0, 1.0]
     untyped = [_row("a", ["a"]), _row("b", ["a"], "x")]
     assert majority_rates(untyped) == {"majority_rate": 0.5, "type_majority_rate": None}

@@ -13,17 +13,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from sherlock.evaluation.answers import read_yes_no
 from sherlock.evaluation.benchmark_config import (
     check_benchmark_files,
     judge_problems,
     resolved_benchmarks,
 )
 from sherlock.evaluation.benchmark_files import read_benchmark
+from sherlock.evaluation.differences import vlmevalkit_differences
 from sherlock.evaluation.evaluate import accuracy_frame, accuracy_rows, paper_table, score_turns
 from sherlock.evaluation.metrics import add_scores, metric_for, turn_scores
 from sherlock.evaluation.open_answers import judge_rows, matches
 from sherlock.evaluation.published import PAPER_AVERAGES
-from sherlock.evaluation.scoring import yes_or_no
 from sherlock.evaluation.vlmevalkit import (
     convert,
     prediction_file_name,
@@ -49,10 +50,16 @@ def respond(conclusion: str | None) -> str:
     return body if conclusion is None else body + f"<CONCLUSION>{conclusion}</CONCLUSION>"
 
 
-def scored(benchmark: Path, answers: dict[str, list[str | None]]) -> list[dict]:
-    """The benchmark's items answered as ``answers`` says (id → conclusion per turn)."""
-    items = read_benchmark(benchmark)
-    return [score_turns(item, [respond(c) for c in answers[item.id]]) for item in items]
+def scored(
+    benchmark: Path, answers: dict[str, list[str | None]], open_as_choice: bool = False
+) -> list[dict]:
+    """The benchmark's items answered as ``answers`` says (id → conclusion per turn); items
+    without answers are left out."""
+    items = [item for item in read_benchmark(benchmark) if item.id in answers]
+    return [
+        score_turns(item, [respond(c) for c in answers[item.id]], open_as_choice=open_as_choice)
+        for item in items
+    ]
 
 
 MCQ_ROWS = [
@@ -159,7 +166,8 @@ def test_mme_score_is_accuracy_plus_pair_accuracy_summed_over_subtasks(tmp_path:
 
 
 def test_hallusionbench_question_figure_and_all_accuracies(tmp_path: Path) -> None:
-    # index: <category>_<subcategory>_<n>_<set>_<figure>_<question>, answers 1/0 as in its file
+    # index: <category>_<subcategory>_<n>_<set>_<figure>_<question>; answers written 1/0, which
+    # we read as Yes/No and VLMEvalKit compares as written (counted below)
     cases = [
         ("VS_chart_0_1_0_0", "1", "Yes"),  # set 1, figure 0, question 0: right
         ("VS_chart_1_1_0_1", "0", "No"),  # set 1, figure 0, question 1: right
@@ -187,6 +195,7 @@ def test_hallusionbench_question_figure_and_all_accuracies(tmp_path: Path) -> No
     assert scores["fAcc"] == pytest.approx(200 / 3)  # figures (1,0) and (2,0) of 3
     assert scores["qAcc"] == pytest.approx(200 / 3)  # questions (1,1) and (2,0) of 3
     assert scores["score"] == pytest.approx((80 + 400 / 3) / 3)
+    assert vlmevalkit_differences(rows, metric) == {"answer_not_yes_no_as_written": 5}
 
 
 def test_mmbench_counts_a_question_only_when_every_circular_copy_is_right(tmp_path: Path) -> None:
@@ -220,10 +229,10 @@ def test_mmmu_is_scored_on_its_validation_split(tmp_path: Path) -> None:
 
 
 def test_yes_or_no_reads_one_word_like_vlmevalkit() -> None:
-    assert yes_or_no("Yes, it is.") == "Yes"
-    assert yes_or_no("no") == "No"
-    assert yes_or_no("Yes and no") is None
-    assert yes_or_no("nothing") is None  # a word, not a substring
+    assert read_yes_no("Yes, it is.") == "Yes"
+    assert read_yes_no("no") == "No"
+    assert read_yes_no("Yes and no") is None
+    assert read_yes_no("nothing") is None  # a word, not a substring
 
 
 def test_open_answers_are_judged_then_compared_by_rules(tmp_path: Path) -> None:
@@ -263,7 +272,9 @@ def test_open_answers_are_judged_then_compared_by_rules(tmp_path: Path) -> None:
         seen.extend(prompts)
         return [replies[p.split("[MODEL ANSWER]:\n")[1].split("\n")[0]] for p in prompts]
 
-    judged = judge_rows(scored(out, answers), load_extraction_prompt(), generate_text)
+    judged = judge_rows(
+        scored(out, answers), load_extraction_prompt(), generate_text, answer_from="conclusion"
+    )
     assert len(seen) == 7  # one prompt per turn with a CONCLUSION
     assert [row["statuses"] for row in judged] == [
         ["correct", "wrong"],  # 3.141 rounds to 3.14 at precision 2; 3.2 does not
@@ -276,6 +287,10 @@ def test_open_answers_are_judged_then_compared_by_rules(tmp_path: Path) -> None:
     add_scores(summary, judged, "judge")
     assert [t["score"] for t in summary["turns"]] == [100.0, 0.0]
     assert matches("7", "7.0", {"answer_type": "integer"})
+    # read with auto, m2's second turn (no CONCLUSION) goes to the judge whole
+    replies[respond(None)] = "circle"
+    judged = judge_rows(scored(out, answers), load_extraction_prompt(), generate_text)
+    assert judged[1]["statuses"] == ["correct", "correct"] and len(seen) == 7 + 8
 
 
 def load_extraction_prompt() -> str:
@@ -360,66 +375,114 @@ def test_the_table_shows_each_benchmarks_own_metric_the_average_and_the_papers()
     assert "paper (average)" not in paper_table(frame).columns.get_level_values(0)
 
 
+def says_only(folder: Path, token: str) -> None:
+    """Rewrite the tiny Qwen2-VL in ``folder`` so that, greedily, it answers every prompt with
+    ``token`` and stops: its layers add nothing (each position holds its token's embedding),
+    every token's embedding points to ``token``, ``token``'s own to the end of the turn."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    word, end = tokenizer.convert_tokens_to_ids(token), tokenizer.eos_token_id
+    text = model.model.language_model
+    with torch.no_grad():
+        for layer in text.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        text.norm.weight.fill_(1.0)
+        embed = text.embed_tokens.weight
+        embed[:, -2:] = 0.0
+        embed[:, -2] = 1.0
+        embed[word] = 0.0
+        embed[word, -1] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[word, -2] = 10.0
+        model.lm_head.weight[end, -1] = 10.0
+    model.save_pretrained(folder)
+
+
 @pytest.mark.workflow
-def test_the_tiny_default_evaluates_a_vlmevalkit_benchmark_end_to_end(
+def test_an_outside_model_is_evaluated_on_a_vlmevalkit_file_untrained_end_to_end(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    """The `evaluation` target with one VLMEvalKit file (3 good rows, 3 malformed) and the
-    tiny model as the base checkpoint: converted once, answered and corrected, scored, its
-    prediction files written, the table built."""
+    """`evaluate_models` with one VLMEvalKit file (3 good rows, 3 malformed) and an outside
+    model folder: the tiny model made to answer " red" to everything, never in the four-stage
+    format. The file is converted once, answered and corrected, scored, its prediction files
+    written, the table built; nothing is trained, and the model is scored by what it says
+    (answers read with auto), not as zero."""
+    import shutil
     import subprocess
     import sys
 
     import yaml
 
+    from sherlock.evaluation.scoring import NO_CONCLUSION
+
     root = Path(__file__).resolve().parents[1]
     data = tmp_path / "LMUData"
     data.mkdir()
     write_tsv(data / "MMStar.tsv", MCQ_ROWS)
+    outside = tmp_path / "says_red"
+    shutil.copytree(tiny_model_dir, outside)
+    says_only(outside, "Ġred")
     overrides = {
-        "base_model": {"path": str(tiny_model_dir)},
         "synthetic": {"n_train": 40, "n_test": 6},
         "evaluation": {
             "rounds": 1,
-            "checkpoints": ["base"],
             "max_items": 2,
             "data_dir": str(data),
             "benchmarks": {"mmstar": {"path": "MMStar.tsv", "format": "vlmevalkit"}},
+            "models": {"says_red": str(outside)},
         },
     }
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(overrides))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory",
-         str(tmp_path), "--cores", "1", "evaluation", "--configfile", "one.yaml"],
+         str(tmp_path), "--cores", "2", "evaluate_models", "--configfile", "one.yaml"],
         capture_output=True, text=True, cwd=tmp_path, timeout=900,
     )  # fmt: skip
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
+    assert not (tmp_path / "results" / "models").exists()  # nothing trained, no base built
     results = tmp_path / "results" / "eval"
     conversion = json.loads((results / "benchmarks" / "mmstar_conversion.json").read_text())
     assert conversion["items"] == 3 and conversion["malformed_rows"] == 3
-    summary = json.loads((results / "mmstar" / "base_scores.json").read_text())
+    summary = json.loads((results / "mmstar" / "says_red_scores.json").read_text())
     assert summary["metric"] == "accuracy" and summary["malformed_rows"] == 3
     assert summary["items"] == 2 and summary["items_in_file"] == 3
-    assert [turn["turn"] for turn in summary["turns"]] == [0, 1]
-    responses = json.loads((results / "mmstar" / "base_responses.json").read_text())
+    assert summary["answer_from"] == "auto" and summary["model"] == str(outside)
+    # " red" read as VLMEvalKit reads it: the option whose text it holds (row 1: red, blue)
+    rows = json.loads((results / "mmstar" / "says_red_responses.json").read_text())
+    assert [row["turns"] for row in rows] == [[" red", " red"]] * 2
+    assert [row["statuses"] for row in rows] == [["correct"] * 2, ["no_option"] * 2]
+    assert [t["score"] for t in summary["turns"]] == [50.0, 50.0]
+    assert [t["no_format"] for t in summary["turns"]] == [1.0, 1.0]
+    # read for a CONCLUSION only, the same answers would all be "no conclusion"
+    items = {item.id: item for item in read_benchmark(results / "benchmarks" / "mmstar.jsonl")}
+    strict = [score_turns(items[row["id"]], row["turns"], "conclusion") for row in rows]
+    assert {status for row in strict for status in row["statuses"]} == {NO_CONCLUSION}
+    # the held-out questions (exact match): right exactly where the answer is red
+    lines = (results / "benchmarks" / "heldout.jsonl").read_text().splitlines()
+    answers = [json.loads(line)["answer"] for line in lines][:2]
+    rows = json.loads((results / "heldout" / "says_red_responses.json").read_text())
+    assert [row["statuses"][0] == "correct" for row in rows] == [a == "red" for a in answers]
+    # VLMEvalKit's prediction files: the text read, per turn
     for turn in (0, 1):
         predictions = read_predictions(
-            results
-            / "vlmevalkit"
-            / "mmstar"
-            / "base"
-            / prediction_file_name("base", "MMStar", turn)
-        )
+            results / "vlmevalkit" / "mmstar" / "says_red"
+            / prediction_file_name("says_red", "MMStar", turn)
+        )  # fmt: skip
         assert predictions["index"].tolist() == ["1", "2"]
-        assert len(predictions) == len(responses) == 2
-        right = sum(row["statuses"][turn] == "correct" for row in responses)
-        assert summary["turns"][turn]["score"] == pytest.approx(100 * right / 2)
-    table = pd.read_parquet(results / "accuracy.parquet")
-    assert set(table["benchmark"]) == {"heldout", "mmstar"}
-    page = (results / "accuracy_table.html").read_text()
+        assert predictions["prediction"].str.strip().tolist() == ["red"] * 2
+    # the outside models' own table
+    table = pd.read_parquet(results / "models" / "accuracy.parquet")
+    assert set(table["checkpoint"]) == {"says_red"} and set(table["answer_from"]) == {"auto"}
+    assert set(table["benchmark"]) == {"heldout", "mmstar"} and set(table["no_format"]) == {1.0}
+    page = (results / "models" / "accuracy_table.html").read_text()
     assert "mmstar: accuracy %, 3 malformed rows not evaluated" in page
     assert "[sherlock] benchmark " in log and "3 malformed, not evaluated" in log
+    assert "[sherlock] evaluate says_red on mmstar: " in log
 
 
 def test_the_judge_job_runs_a_local_text_model_over_the_open_answers(
@@ -483,3 +546,179 @@ def test_the_paper_preset_lists_the_papers_eight_benchmarks_by_vlmevalkits_names
         "HallusionBench": "hallusionbench", "AI2D": "accuracy", "MMVet": "judge", "MME": "mme",
     }  # fmt: skip
     assert evaluation["compare_with_paper"] and evaluation["judge"]["model"]
+
+
+@pytest.mark.parametrize(
+    ("name", "metric"),
+    [
+        ("MME", "mme"), ("HallusionBench", "hallusionbench"), ("POPE", "pope"),
+        ("AMBER", "amber"), ("VSR-zeroshot", "vsr"), ("MMBench_DEV_CN_V11", "mmbench"),
+        ("CCBench", "mmbench"), ("BLINK_circular", "mmbench"), ("MMCR", "mmbench"),
+        ("MMVP", "mmvp"), ("MMMU_DEV_VAL", "mmmu"), ("MathVista_MINI", "judge"),
+        ("MMVet", "judge"), ("MMStar", "accuracy"), ("BLINK", "accuracy"),
+        ("MMERealWorld", "accuracy"),
+    ],
+)  # fmt: skip
+def test_each_vlmevalkit_file_gets_its_own_metric_by_name(name: str, metric: str) -> None:
+    assert metric_for(f"/data/{name}.tsv", "vlmevalkit", None) == metric
+    assert metric_for(f"/data/{name}.jsonl", "jsonl", None) == "accuracy"
+
+
+def yes_no_file(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """(index, answer, category) rows of a yes/no file."""
+    return write_tsv(path, [
+        {"index": index, "image": picture("white"), "question": "Is there a dog?",
+         "answer": answer, "category": category}
+        for index, answer, category in rows
+    ])  # fmt: skip
+
+
+def test_pope_is_f1_of_yes_with_accuracy_precision_recall_overall_and_per_category(
+    tmp_path: Path,
+) -> None:
+    # (index, answer, category, said): r6 belongs to two categories (VLMEvalKit explodes it,
+    # overall too); r5 says neither word, which counts as "No" for F1 and wrong for accuracy
+    cases = [
+        ("1", "Yes", "adversarial", "Yes"),  # true yes
+        ("2", "Yes", "adversarial", "No"),  # missed yes
+        ("3", "No", "popular", "Yes"),  # false yes
+        ("4", "No", "popular", "No"),  # true no
+        ("5", "Yes", "random", "I cannot tell"),  # missed yes
+        ("6", "No", "adversarial,popular", "Yes"),  # false yes, twice
+        ("7", "No", "random", "No"),  # true no
+    ]
+    tsv = yes_no_file(tmp_path / "POPE.tsv", [(i, a, c) for i, a, c, _ in cases])
+    metric = metric_for(str(tsv), "vlmevalkit", None)
+    convert(tsv, tmp_path / "pope.jsonl", tmp_path / "img", metric)
+    rows = scored(tmp_path / "pope.jsonl", {i: [said] for i, _, _, said in cases})
+    scores = turn_scores(rows, metric, 0)
+    # 8 exploded rows: 1 true yes, 3 false yes (3, 6, 6), 2 missed (2, 5), 2 true no; 3 right
+    precision, recall = 100 / 4, 100 / 3
+    assert scores["precision"] == pytest.approx(precision)
+    assert scores["recall"] == pytest.approx(recall)
+    assert scores["score"] == pytest.approx(2 * precision * recall / (precision + recall))
+    assert scores["score"] == pytest.approx(200 / 7)
+    assert scores["acc"] == pytest.approx(100 * 3 / 8)
+    categories = scores["categories"]
+    assert set(categories) == {"adversarial", "popular", "random"}
+    # adversarial: 1, 2, 6 -> one true yes, one missed, one false yes
+    assert categories["adversarial"] == pytest.approx(
+        {"f1": 50.0, "precision": 50.0, "recall": 50.0, "acc": 100 / 3})
+    # popular: 3, 4, 6 -> no true yes: precision 0 of 2, recall undefined (0)
+    assert categories["popular"] == pytest.approx(
+        {"f1": 0.0, "precision": 0.0, "recall": 0.0, "acc": 100 / 3})
+    assert categories["random"] == pytest.approx(
+        {"f1": 0.0, "precision": 0.0, "recall": 0.0, "acc": 50.0})
+
+
+def test_amber_vsr_and_mmvp_scores_by_hand(tmp_path: Path) -> None:
+    amber = yes_no_file(tmp_path / "AMBER.tsv", [
+        ("1", "yes", "discriminative-attribute-state"),
+        ("2", "no", "discriminative-attribute-number"),
+        ("3", "yes", "discriminative-hallucination"), ("4", "no", "discriminative-hallucination"),
+        ("5", "yes", "relation"),
+    ])  # fmt: skip
+    convert(amber, tmp_path / "amber.jsonl", tmp_path / "img", "amber")
+    rows = scored(tmp_path / "amber.jsonl",
+                  {"1": ["Yes"], "2": ["Yes"], "3": ["yes"], "4": ["No"], "5": ["No"]})  # fmt: skip
+    scores = turn_scores(rows, "amber", 0)
+    # Attribute 1 of 2, Existence 2 of 2, Relation 0 of 1; lower-case answers are AMBER's own
+    assert scores["categories"] == {"Attribute": 50.0, "Existence": 100.0, "Relation": 0.0}
+    assert scores["score"] == pytest.approx(50.0)
+    assert vlmevalkit_differences(rows, "amber") == {}
+
+    vsr = yes_no_file(tmp_path / "VSR-zeroshot.tsv",
+                      [(str(i), a, "") for i, a in enumerate(["Yes", "No", "Yes", "No", "Yes"])])
+    convert(vsr, tmp_path / "vsr.jsonl", tmp_path / "img", "vsr")
+    said = {"0": ["Yes"], "1": ["Yes"], "2": ["No"], "3": ["No"], "4": ["Maybe"]}
+    scores = turn_scores(scored(tmp_path / "vsr.jsonl", said), "vsr", 0)
+    assert scores["score"] == 40.0  # accuracy: rows 0 and 3
+    assert scores["precision"] == 50.0 and scores["recall"] == pytest.approx(100 / 3)
+    assert scores["f1"] == pytest.approx(40.0)
+
+    mmvp = write_tsv(tmp_path / "MMVP.tsv", [
+        {"index": index, "image": picture("red"), "question": "Colour?", "A": "red",
+         "B": "blue", "answer": "A"}
+        for index in (3, 1, 5, 2, 4)
+    ])  # fmt: skip
+    convert(mmvp, tmp_path / "mmvp.jsonl", tmp_path / "img", "mmvp")
+    said = {"1": ["A"], "2": ["A"], "3": ["A"], "4": ["B"], "5": ["A"]}
+    rows = scored(tmp_path / "mmvp.jsonl", said)
+    scores = turn_scores(rows, "mmvp", 0)
+    # pairs in index order: (1, 2) both right, (3, 4) not; 5 has no partner
+    assert (scores["score"], scores["average"]) == (50.0, 80.0)
+    assert vlmevalkit_differences(rows, "mmvp") == {"mmvp_unpaired": 1}
+
+
+def test_a_circular_copy_without_its_original_is_not_scored_but_counted(tmp_path: Path) -> None:
+    rows = [
+        {"index": index, "image": picture("red"), "question": "Colour?", "A": "red",
+         "B": "blue", "answer": "A"}
+        for index in (7, 1_000_007, 1_000_008, 9)
+    ]  # fmt: skip
+    tsv = write_tsv(tmp_path / "CCBench.tsv", rows)
+    metric = metric_for(str(tsv), "vlmevalkit", None)
+    convert(tsv, tmp_path / "cc.jsonl", tmp_path / "img", metric)
+    said = {"7": ["A"], "1000007": ["(A)"], "1000008": ["A"], "9": ["B"]}
+    rows = scored(tmp_path / "cc.jsonl", said)
+    scores = turn_scores(rows, metric, 0)
+    assert (scores["score"], scores["questions"]) == (50.0, 2)  # 7 right, 9 wrong; 8 absent
+    assert vlmevalkit_differences(rows, metric) == {"circular_copies_without_original": 1}
+
+
+def test_layout_differences_from_vlmevalkit_are_counted(tmp_path: Path) -> None:
+    mcq = write_tsv(tmp_path / "MMStar.tsv", [
+        {"index": 1, "image": picture("red"), "question": "Which?", "A": "cat", "B": "dog",
+         "C": "None", "answer": "C"},
+        {"index": 2, "image": picture("red"), "question": "Which?", "A": "cat", "B": "dog",
+         "C": "", "answer": "dog"},
+        {"index": 3, "image": picture("red"), "question": "Which?", "A": "cat", "B": "dog",
+         "C": "", "answer": "A"},
+    ])  # fmt: skip
+    convert(mcq, tmp_path / "mcq.jsonl", tmp_path / "img", "accuracy")
+    items = read_benchmark(tmp_path / "mcq.jsonl")
+    assert items[0].choices == ("cat", "dog", "None")  # the file's text, kept
+    assert items[1].answer == "B"  # an option's text, taken as its letter
+    rows = scored(tmp_path / "mcq.jsonl", {"1": ["C"], "2": ["B"], "3": ["A"]})
+    assert [row["statuses"][0] for row in rows] == ["correct"] * 3
+    assert vlmevalkit_differences(rows, "accuracy") == {
+        "answer_not_a_letter_as_written": 1, "option_cells_pandas_drops": 1}  # fmt: skip
+
+    mme = write_tsv(tmp_path / "MME.tsv", [
+        {"index": i, "image": picture("red"), "question": "Red?", "answer": "Yes",
+         "category": "color"} for i in (1, 2)
+    ])  # fmt: skip
+    convert(mme, tmp_path / "mme.jsonl", tmp_path / "img", "mme")
+    rows = scored(tmp_path / "mme.jsonl", {"1": ["Yes"], "2": ["Yes"]})
+    assert vlmevalkit_differences(rows, "mme") == {"mme_pairs_by_picture": 2}
+
+    hallusion = write_tsv(tmp_path / "HallusionBench.tsv", [
+        {"index": "VS_chart_0_1_0_0", "image": picture("red"), "question": "Red?",
+         "answer": "Yes", "set_id": "1", "figure_id": "0", "question_id": "0"},
+        {"index": "VS_chart_1_1_0_1", "image": picture("red"), "question": "Red?",
+         "answer": "No", "set_id": "9", "figure_id": "9", "question_id": "9"},
+        {"index": "extra", "image": picture("red"), "question": "Red?", "answer": "No",
+         "set_id": "2", "figure_id": "0", "question_id": "0"},
+    ])  # fmt: skip
+    convert(hallusion, tmp_path / "hb.jsonl", tmp_path / "img", "hallusionbench")
+    rows = scored(tmp_path / "hb.jsonl", {"VS_chart_0_1_0_0": ["Yes"], "VS_chart_1_1_0_1": ["No"],
+                                           "extra": ["No"]})  # fmt: skip
+    # the index decides, as in VLMEvalKit: the second row is set 1, figure 0, question 1
+    assert turn_scores(rows, "hallusionbench", 0)["fAcc"] == 100.0  # figures (1,0), (2,0)
+    assert vlmevalkit_differences(rows, "hallusionbench") == {
+        "hallusion_id_columns_ignored": 1, "hallusion_ids_from_columns": 1}  # fmt: skip
+
+
+def test_prediction_files_hold_the_text_our_scoring_read(tmp_path: Path) -> None:
+    tsv = write_tsv(tmp_path / "MMStar.tsv", MCQ_ROWS[:2])
+    convert(tsv, tmp_path / "MMStar.jsonl", tmp_path / "img", "accuracy")
+    rows = scored(tmp_path / "MMStar.jsonl", {"1": ["A"], "2": [None]})
+    rows[1]["turns"][0] = "The answer is A."  # no format at all
+    for mode, expected in [
+        ("auto", ["A", "The answer is A."]),
+        ("conclusion", ["A", "The answer is A."]),
+        ("response", [respond("A"), "The answer is A."]),
+    ]:
+        path = tmp_path / f"{mode}.tsv"
+        write_predictions(path, rows, 0, mode)
+        assert read_predictions(path)["prediction"].tolist() == expected

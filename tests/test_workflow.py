@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sherlock.data.response import normalise_answer, parse_stages
+from sherlock.data.response import format_problem, normalise_answer, parse_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -558,6 +558,8 @@ def test_every_checkpoint_is_scored_direct_and_per_correction_turn(built):
             line = table[(table["checkpoint"] == checkpoint) & (table["turn"] == turn)].iloc[0]
             assert line["correct"] == statuses.count("correct")
             assert line["no_conclusion"] == statuses.count("no_conclusion")
+            broken = [format_problem(r["turns"][turn]) is not None for r in rows]
+            assert line["no_format"] == pytest.approx(sum(broken) / EVAL_ITEMS, abs=1e-6)
             assert line["accuracy"] == pytest.approx(statuses.count("correct") / EVAL_ITEMS)
             said = {normalise_answer(p) for r in rows if (p := r["predictions"][turn])}
             assert line["distinct_answers"] == len(said)
@@ -572,11 +574,14 @@ def test_every_checkpoint_is_scored_direct_and_per_correction_turn(built):
     typed = sum(max(map(a.count, a)) for a in by_kind.values()) / EVAL_ITEMS
     assert table["type_majority_rate"].tolist() == pytest.approx([typed] * len(table), abs=1e-6)
     direct = table[table["turn"] == 0].set_index("checkpoint")
-    # the random base model never closes a CONCLUSION; trained checkpoints answer and score
-    assert direct.loc["base", "no_conclusion"] == EVAL_ITEMS and direct.loc["base", "correct"] == 0
+    # every answer is read with auto (the default): the CONCLUSION, else the whole response
+    assert set(table["answer_from"]) == {"auto"} and set(table["no_conclusion"]) == {0}
+    # the random base model never writes the four-stage format (its text is read whole, and
+    # is no answer); trained checkpoints mostly write it, and answer and score
+    assert direct.loc["base", "no_format"] == 1.0 and direct.loc["base", "correct"] == 0
     assert direct.loc["r0", "correct"] > 0.15 * EVAL_ITEMS
     for checkpoint in CHECKPOINTS[1:]:
-        assert direct.loc[checkpoint, "no_conclusion"] <= 0.5 * EVAL_ITEMS
+        assert direct.loc[checkpoint, "no_format"] <= 0.5
     # one summary line per step at the end of the run's output
     log = (built / "run.log").read_text()
     for step in ("splits", "train r0", "evaluate iter2 on heldout", "accuracy table"):

@@ -71,10 +71,16 @@ def main() -> None:
 
 def introduction(frame, compare_with_paper: bool) -> str:
     """The page's paragraph: the turns, each benchmark's metric and its unread rows."""
-    metrics = frame.drop_duplicates("benchmark")[["benchmark", "metric", "malformed_rows"]]
+    columns = ["benchmark", "metric", "malformed_rows", "vlmevalkit_differences"]
+    metrics = frame.drop_duplicates("benchmark")[columns]
     parts = []
-    for benchmark, metric, malformed in metrics.itertuples(index=False):
+    for benchmark, metric, malformed, differences in metrics.itertuples(index=False):
         bad = f", {malformed} malformed rows not evaluated" if malformed else ""
+        differ = json.loads(differences) if isinstance(differences, str) else {}
+        if differ:
+            bad += ", rows VLMEvalKit reads differently (docs/evaluation.md): " + ", ".join(
+                f"{name} {count}" for name, count in differ.items()
+            )
         parts.append(f"{benchmark}: {METRIC_UNITS[metric]}{bad}")
     return (
         INTRO + " Metrics: " + "; ".join(parts) + "." + (PAPER_NOTE if compare_with_paper else "")

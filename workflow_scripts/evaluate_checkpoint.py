@@ -6,7 +6,9 @@ import sys
 
 from sherlock.data.prompts import load_prompt
 from sherlock.data.sharegpt import write_json
+from sherlock.evaluation.answers import ANSWER_FROM
 from sherlock.evaluation.benchmark_files import BenchmarkError, read_benchmark
+from sherlock.evaluation.differences import vlmevalkit_differences
 from sherlock.evaluation.evaluate import evaluate
 from sherlock.evaluation.metrics import METRICS, add_scores
 from sherlock.generation.job import (
@@ -25,6 +27,13 @@ def main() -> None:
     parser.add_argument("--benchmark", required=True, help="benchmark JSONL (documented form)")
     parser.add_argument("--benchmark-name", required=True)
     parser.add_argument("--metric", choices=METRICS, default="accuracy")
+    parser.add_argument(
+        "--answer-from",
+        choices=ANSWER_FROM,
+        default="auto",
+        help="the answer's text: the CONCLUSION, the whole response, or auto (the CONCLUSION, "
+        "else the whole response; docs/evaluation.md)",
+    )
     parser.add_argument(
         "--conversion", default=None, help="a VLMEvalKit file's conversion summary (malformed rows)"
     )
@@ -50,6 +59,8 @@ def main() -> None:
         load_prompt("refine", args.refine_prompt),
         sampling_from_args(args),
         args.rounds,
+        args.answer_from,
+        open_as_choice=args.metric == "mmmu",
     )
 
     def write_outputs() -> tuple[str, str]:
@@ -65,6 +76,7 @@ def write_evaluation(args, rows: list, summary: dict, offered: int, evaluated: i
         with open(args.conversion, encoding="utf-8") as handle:
             malformed = json.load(handle)["malformed_rows"]
     add_scores(summary, rows, args.metric)
+    differences = vlmevalkit_differences(rows, args.metric)
     summary = {
         "checkpoint": args.checkpoint_name,
         "benchmark": args.benchmark_name,
@@ -72,16 +84,26 @@ def write_evaluation(args, rows: list, summary: dict, offered: int, evaluated: i
         "benchmark_file": args.benchmark,
         "items_in_file": offered,
         "malformed_rows": malformed,
+        "vlmevalkit_differences": differences,
         **summary,
     }
     write_json(args.responses, rows)
     atomic.write_json(args.summary, summary)
     scores = " -> ".join(f"{turn['score']:.1f}" for turn in summary["turns"])
+    direct = summary["turns"][0]
     return (
         f"evaluate {args.checkpoint_name} on {args.benchmark_name}",
         f"{evaluated}/{offered} items, {args.metric} direct -> turn {args.rounds}: {scores}; "
-        f"no CONCLUSION (direct): {summary['turns'][0]['no_conclusion']}"
-        + (f"; {malformed} malformed rows of the file not evaluated" if malformed else ""),
+        f"answers read from: {args.answer_from}; without the four-stage format (direct): "
+        f"{100 * direct['no_format']:.0f}%"
+        + (f"; no CONCLUSION: {direct['no_conclusion']}" if direct["no_conclusion"] else "")
+        + (f"; {malformed} malformed rows of the file not evaluated" if malformed else "")
+        + (
+            "; rows VLMEvalKit reads differently: "
+            + ", ".join(f"{name} {count}" for name, count in differences.items())
+            if differences
+            else ""
+        ),
     )
 
 

@@ -50,15 +50,20 @@ def main() -> None:
     except (OSError, ValueError) as error:
         sys.exit(f"error: evaluation.judge.model {args.judge_model}: {error}")
     greedy = SamplingParams(0.0, 1.0, args.judge_max_new_tokens, args.seed)
+    answer_from = before.get("answer_from", "conclusion")
     judged = judge_rows(
-        rows, load_prompt("answer_extraction"), partial(backend.generate_text, sampling=greedy)
+        rows,
+        load_prompt("answer_extraction"),
+        partial(backend.generate_text, sampling=greedy),
+        answer_from,
     )
-    summary = summarise(judged, before["rounds"])
+    summary = summarise(judged, before["rounds"], answer_from)
     add_scores(summary, judged, before["metric"])
     keep = ("checkpoint", "benchmark", "model", "benchmark_file", "items_in_file")
     summary = {
         **{key: before[key] for key in keep},
         "malformed_rows": before.get("malformed_rows", 0),
+        "vlmevalkit_differences": before.get("vlmevalkit_differences", {}),
         "judge_model": args.judge_model,
         "judge": "answers extracted by a local model, not VLMEvalKit's GPT judge",
         **summary,

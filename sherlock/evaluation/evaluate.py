@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from sherlock.data.response import normalise_answer
+from sherlock.data.response import format_problem, normalise_answer
+from sherlock.evaluation.answers import AUTO
 from sherlock.evaluation.benchmark_files import BenchmarkItem
 from sherlock.evaluation.scoring import CORRECT, STATUSES, score_response
 from sherlock.generation import GenerationBackend, SamplingParams
@@ -27,10 +28,12 @@ TABLE_COLUMNS = (
     "checkpoint",
     "benchmark",
     "turn",
+    "answer_from",  # what the answer was read from: conclusion, response or auto
     "items",
     "correct",
     "accuracy",
     *(status for status in STATUSES if status != CORRECT),
+    "no_format",  # share of responses not in the four-stage format (read whole under auto)
     "gained",
     "lost",
     "distinct_answers",  # different predictions among the items: a collapsed model gives few
@@ -41,12 +44,19 @@ TABLE_COLUMNS = (
     "percent",  # the same on 0-100, what the average uses
     "parts",  # the metric's parts (HallusionBench's aAcc, fAcc, qAcc; MME's subtasks), JSON
     "malformed_rows",  # rows of the benchmark file that could not be evaluated
+    "vlmevalkit_differences",  # rows whose file layout VLMEvalKit reads differently, JSON
 )
 
 
-def score_turns(item: BenchmarkItem, turns: Sequence[str]) -> dict[str, Any]:
-    """One evaluated item: its turns with the prediction and status of each."""
-    scores = [score_response(item, response) for response in turns]
+def score_turns(
+    item: BenchmarkItem,
+    turns: Sequence[str],
+    answer_from: str = AUTO,
+    open_as_choice: bool = False,
+) -> dict[str, Any]:
+    """One evaluated item: its turns with the prediction and status of each (the answer read
+    as ``answer_from`` says; ``open_as_choice``: MMMU's open questions, ``scoring``)."""
+    scores = [score_response(item, response, answer_from, open_as_choice) for response in turns]
     return {
         "id": item.id,
         "image": item.image,
@@ -82,8 +92,19 @@ def majority_rates(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
-def summarise(rows: Sequence[dict[str, Any]], rounds: int) -> dict[str, Any]:
-    """Accuracy and status counts per turn; ``gained``/``lost``: items a turn made right/wrong;
+def share_without_format(rows: Sequence[dict[str, Any]], turn: int) -> float:
+    """The share of a turn's responses that are not in the four-stage format."""
+    if not rows:
+        return 0.0
+    broken = sum(format_problem(row["turns"][turn]) is not None for row in rows)
+    return round(broken / len(rows), 6)
+
+
+def summarise(
+    rows: Sequence[dict[str, Any]], rounds: int, answer_from: str = AUTO
+) -> dict[str, Any]:
+    """Accuracy and status counts per turn; ``no_format``: the share of responses not in the
+    four-stage format; ``gained``/``lost``: items a turn made right/wrong;
     ``distinct_answers``: different predictions (a model that collapses to one answer has 1)."""
     per_turn = []
     for turn in range(rounds + 1):
@@ -94,6 +115,7 @@ def summarise(rows: Sequence[dict[str, Any]], rounds: int) -> dict[str, Any]:
             "correct": statuses[CORRECT],
             "accuracy": round(statuses[CORRECT] / len(rows), 6) if rows else 0.0,
             **{status: statuses[status] for status in STATUSES if status != CORRECT},
+            "no_format": share_without_format(rows, turn),
             "gained": 0,
             "lost": 0,
             "distinct_answers": len(
@@ -106,7 +128,13 @@ def summarise(rows: Sequence[dict[str, Any]], rounds: int) -> dict[str, Any]:
             entry["gained"] = sum(a and not b for a, b in zip(after, before, strict=True))
             entry["lost"] = sum(b and not a for a, b in zip(after, before, strict=True))
         per_turn.append(entry)
-    return {"items": len(rows), "rounds": rounds, "turns": per_turn, **majority_rates(rows)}
+    return {
+        "items": len(rows),
+        "rounds": rounds,
+        "answer_from": answer_from,
+        "turns": per_turn,
+        **majority_rates(rows),
+    }
 
 
 def evaluate(
@@ -115,12 +143,17 @@ def evaluate(
     refine_template: str,
     sampling: SamplingParams,
     rounds: int,
+    answer_from: str = AUTO,
+    open_as_choice: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every item answered directly and corrected ``rounds`` times, scored turn by turn."""
     questions = [Question(item.id, item.image, item.prompt()) for item in items]
     histories = self_correct(backend, questions, refine_template, sampling, rounds)
-    rows = [score_turns(item, turns) for item, turns in zip(items, histories, strict=True)]
-    return rows, summarise(rows, rounds)
+    rows = [
+        score_turns(item, turns, answer_from, open_as_choice)
+        for item, turns in zip(items, histories, strict=True)
+    ]
+    return rows, summarise(rows, rounds, answer_from)
 
 
 def accuracy_rows(summary: dict[str, Any], checkpoint: str, benchmark: str) -> list[dict]:
@@ -133,6 +166,7 @@ def accuracy_rows(summary: dict[str, Any], checkpoint: str, benchmark: str) -> l
             {
                 "checkpoint": checkpoint,
                 "benchmark": benchmark,
+                "answer_from": summary.get("answer_from", "conclusion"),
                 **entry,
                 "distinct_answers": entry.get("distinct_answers"),
                 "majority_rate": summary.get("majority_rate"),
@@ -142,6 +176,9 @@ def accuracy_rows(summary: dict[str, Any], checkpoint: str, benchmark: str) -> l
                 "percent": percent,
                 "parts": json.dumps(entry.get("parts", {}), sort_keys=True),
                 "malformed_rows": summary.get("malformed_rows", 0),
+                "vlmevalkit_differences": json.dumps(
+                    summary.get("vlmevalkit_differences", {}), sort_keys=True
+                ),
             }
         )
     return rows
@@ -165,8 +202,9 @@ def paper_table(
     """A row per checkpoint, laid out like the paper's table: per benchmark its own score
     (accuracy in percent, MME's summed score, …) for the direct answer (turn 0) and the
     self-corrected one (last turn); then the average over benchmarks (each on 0-100) at every
-    turn and the change self-correction made to it; then, with ``published`` (checkpoint →
-    direct, self-corrected), the paper's averages beside ours."""
+    turn and the change self-correction made to it; the share of responses not in the
+    four-stage format (percent, mean over benchmarks), direct and last turn; then, with
+    ``published`` (checkpoint → direct, self-corrected), the paper's averages beside ours."""
     last = int(frame["turn"].max())
     blocks = {}
     for benchmark, rows in frame.groupby("benchmark", sort=False):
@@ -178,6 +216,13 @@ def paper_table(
     average_block = average.rename(columns=lambda t: "direct" if t == 0 else f"turn {t}")
     average_block["change"] = average[last] - average[0]
     blocks["average"] = average_block
+    if frame["no_format"].notna().any():
+        unformatted = 100 * frame.groupby(["checkpoint", "turn"], sort=False)["no_format"].mean()
+        unformatted = unformatted.unstack()
+        blocks["without the format (%)"] = pd.DataFrame(
+            {"direct": unformatted[0], "self-corrected": unformatted[last]},
+            index=unformatted.index,
+        )
     if published:
         blocks["paper (average)"] = pd.DataFrame(
             {

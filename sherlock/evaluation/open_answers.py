@@ -2,8 +2,9 @@
 
 VLMEvalKit scores these benchmarks with a GPT judge: for MathVista GPT extracts the answer and
 rules compare it, for MMVet GPT grades each answer from 0 to 1. Here a local text model (run on
-the generation backend, as ``online.judge`` is) reads the question and the CONCLUSION and writes
-the bare answer (``answer_extraction`` prompt); rules then compare it with the reference:
+the generation backend, as ``online.judge`` is) reads the question and the answer's text (the
+CONCLUSION, or the whole response as ``evaluation.answer_from`` says) and writes the bare
+answer (``answer_extraction`` prompt); rules then compare it with the reference:
 
 * numbers (MathVista's ``answer_type`` integer/float) are equal after rounding to the row's
   ``precision`` (default: exact);
@@ -22,9 +23,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sherlock.data.response import extract_answer, normalise_answer
+from sherlock.data.response import normalise_answer
+from sherlock.evaluation.answers import AUTO, answer_text, exact_match
 from sherlock.evaluation.benchmark_files import LETTERS, OPEN
-from sherlock.evaluation.scoring import CORRECT, NO_CONCLUSION, NO_OPTION, WRONG, exact_match
+from sherlock.evaluation.scoring import CORRECT, NO_CONCLUSION, NO_OPTION, WRONG
 
 _SLOTS = ("{question}", "{answer}")
 _SLOT = re.compile("|".join(re.escape(slot) for slot in _SLOTS))
@@ -93,19 +95,21 @@ def judge_rows(
     rows: Sequence[dict[str, Any]],
     template: str,
     generate_text: Callable[[list[str]], list[str]],
+    answer_from: str = AUTO,
 ) -> list[dict[str, Any]]:
     """Rows with the open items' statuses re-decided by the judge (every turn in one batched
-    call) and each judged answer in ``judged``; other items keep their statuses."""
+    call) and each judged answer in ``judged``; other items keep their statuses. The judge
+    reads the text ``answer_from`` selects (``answers.answer_text``)."""
     asks: list[tuple[int, int]] = []
     prompts: list[str] = []
     for r, row in enumerate(rows):
         if row.get("kind") != OPEN:
             continue
         for turn, response in enumerate(row["turns"]):
-            conclusion = extract_answer(response)
-            if conclusion is not None:
+            text = answer_text(response, answer_from)
+            if text is not None:
                 asks.append((r, turn))
-                prompts.append(extraction_prompt(template, row["question"], conclusion))
+                prompts.append(extraction_prompt(template, row["question"], text))
     replies = generate_text(prompts) if prompts else []
     if len(replies) != len(prompts):
         raise RuntimeError(f"the judge answered {len(replies)} of {len(prompts)} prompts")
@@ -126,6 +130,6 @@ def judge_rows(
     for row in out:
         if row.get("kind") == OPEN:
             for turn, response in enumerate(row["turns"]):
-                if extract_answer(response) is None:
+                if answer_text(response, answer_from) is None:
                     row["statuses"][turn] = NO_CONCLUSION
     return out

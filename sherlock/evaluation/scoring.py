@@ -1,20 +1,29 @@
-"""Scoring a model's response against a benchmark answer: exact match, multiple choice or
-yes/no (open answers are judged afterwards: ``sherlock.evaluation.open_answers``).
+"""Scoring a model's response against a benchmark answer: multiple choice, yes/no or exact match
+(open answers are judged afterwards: ``sherlock.evaluation.open_answers``).
 
-The prediction is the text of the response's first CONCLUSION (the four-stage format of
-docs/method.md §1). A response without one scores as wrong with status ``no_conclusion``; a
-multiple-choice conclusion that names no option, or a yes/no conclusion that says neither or
-both, scores as wrong with status ``no_option``. Both are counted, so a model that breaks the
-format is told apart from one that answers wrong.
+The answer is read (``sherlock.evaluation.answers``) from the text ``answer_from`` selects: the
+first closed CONCLUSION (``conclusion``), the whole response (``response``), or the CONCLUSION
+when there is one and the whole response otherwise (``auto``). With ``conclusion`` a response
+without one scores as wrong with status ``no_conclusion``; a multiple-choice answer that names
+no option, or a yes/no answer that says neither or both, scores as wrong with status
+``no_option``. Both are counted, so a model that breaks the format or gives no answer is told
+apart from one that answers wrong.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from sherlock.data.response import extract_answer, normalise_answer
-from sherlock.evaluation.benchmark_files import LETTERS, YES_NO, BenchmarkItem
+from sherlock.evaluation.answers import (
+    AUTO,
+    answer_text,
+    exact_match,
+    read_exact,
+    read_open_as_choice,
+    read_option,
+    read_yes_no,
+)
+from sherlock.evaluation.benchmark_files import YES_NO, BenchmarkItem
 
 CORRECT = "correct"
 WRONG = "wrong"
@@ -22,16 +31,13 @@ NO_CONCLUSION = "no_conclusion"
 NO_OPTION = "no_option"
 STATUSES = (CORRECT, WRONG, NO_CONCLUSION, NO_OPTION)
 
-# "B", "(B)", "B.", "B)", "B: text", "(B) text"; not "A red circle" (an article, not an option)
-_LEADING_LETTER = re.compile(r"^(?:\(([A-Z])\)|([A-Z])(?:[.:)]|$))")
-# "the answer is B", "Answer: (B)", "option B"
-_NAMED_LETTER = re.compile(r"\b(?i:answer(?: is)?|option)\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])")
-_WORD = re.compile(r"[a-z0-9]+")
+__all__ = ["CORRECT", "WRONG", "NO_CONCLUSION", "NO_OPTION", "STATUSES", "Score", "exact_match",
+           "score_response"]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Score:
-    prediction: str | None  # the option letter (multiple choice) or the conclusion text
+    prediction: str | None  # the option letter, Yes/No, or the text read
     status: str
 
     @property
@@ -39,60 +45,23 @@ class Score:
         return self.status == CORRECT
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text.replace(",", ""))
-    except ValueError:
-        return None
-
-
-def exact_match(prediction: str, answer: str) -> bool:
-    """Equal after normalisation (case, spaces, trailing full stop), or equal as numbers."""
-    left, right = normalise_answer(prediction), normalise_answer(answer)
-    if left == right:
-        return True
-    a, b = _number(left), _number(right)
-    return a is not None and b is not None and a == b
-
-
-def chosen_option(conclusion: str, choices: tuple[str, ...]) -> str | None:
-    """The option letter a conclusion names, or None when it names none (or several)."""
-    valid = LETTERS[: len(choices)]
-    text = conclusion.strip()
-    match = _LEADING_LETTER.match(text)
-    if match:
-        letter = match.group(1) or match.group(2)
-        if letter in valid:
-            return letter
-    named = {m.group(1) for m in _NAMED_LETTER.finditer(text) if m.group(1) in valid}
-    if len(named) == 1:
-        return named.pop()
-    by_text = [LETTERS[i] for i, option in enumerate(choices) if exact_match(text, option)]
-    return by_text[0] if len(by_text) == 1 else None
-
-
-def yes_or_no(text: str) -> str | None:
-    """"Yes" or "No" when the text says exactly one of the two words (VLMEvalKit's yes/no
-    extraction: punctuation ignored, any case), else None."""
-    words = set(_WORD.findall(text.lower()))
-    if ("yes" in words) == ("no" in words):
-        return None
-    return "Yes" if "yes" in words else "No"
-
-
-def score_response(item: BenchmarkItem, response: str) -> Score:
-    """How one response answers one item."""
-    conclusion = extract_answer(response)
-    if conclusion is None:
+def score_response(
+    item: BenchmarkItem, response: str, answer_from: str = AUTO, open_as_choice: bool = False
+) -> Score:
+    """How one response answers one item. ``open_as_choice``: an item without options is read
+    as VLMEvalKit reads MMMU's open questions (its answer against "Other Answers")."""
+    text = answer_text(response, answer_from)
+    if text is None:
         return Score(None, NO_CONCLUSION)
     if item.answer_kind == YES_NO:
-        said = yes_or_no(conclusion)
+        said = read_yes_no(text)
         if said is None:
             return Score(None, NO_OPTION)
         return Score(said, CORRECT if said.lower() == item.answer.lower() else WRONG)
     if item.multiple_choice:
-        letter = chosen_option(conclusion, item.choices)
+        letter = read_option(text, item.choices)
         if letter is None:
             return Score(None, NO_OPTION)
         return Score(letter, CORRECT if letter == item.answer else WRONG)
-    return Score(conclusion, CORRECT if exact_match(conclusion, item.answer) else WRONG)
+    read = read_open_as_choice if open_as_choice else read_exact
+    return Score(text.strip(), CORRECT if read(text, item.answer) else WRONG)

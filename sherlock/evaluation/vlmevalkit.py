@@ -13,7 +13,8 @@ one image, as VLMEvalKit does for models that take one image.
 decoded pictures, once; every row it cannot use is named (file, index, column, reason) and
 counted in the conversion summary, never dropped silently. ``write_predictions`` writes a
 checkpoint's answers of one turn as VLMEvalKit's prediction file (the dataset's columns without
-the image, plus ``prediction``), which its own evaluation reads.
+the image, plus ``prediction``: the text our scoring read the answer from), which its own
+evaluation reads.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from PIL import Image
 
 from sherlock.data.chat import IMAGE_PLACEHOLDER
 from sherlock.data.images import DEFAULT_MAX_PIXELS, image_problem
+from sherlock.evaluation.answers import answer_text
 from sherlock.evaluation.benchmark_files import EXACT, OPEN, YES_NO, write_benchmark
+from sherlock.evaluation.metrics import YES_NO_METRICS
 from sherlock.evaluation.yes_no import hallusion_ids
 from sherlock.runtime import atomic
 
@@ -261,7 +264,7 @@ class Conversion:
 
 def row_kind(metric: str) -> str:
     """The answer kind of a row without options under a benchmark's metric."""
-    if metric in ("mme", "hallusionbench", "yes_no"):
+    if metric in YES_NO_METRICS:
         return YES_NO
     return OPEN if metric == "judge" else EXACT
 
@@ -345,19 +348,20 @@ def prediction_file_name(model: str, dataset: str, turn: int) -> str:
 
 
 def write_predictions(
-    path: str | os.PathLike[str], rows: Sequence[dict[str, Any]], turn: int
+    path: str | os.PathLike[str],
+    rows: Sequence[dict[str, Any]],
+    turn: int,
+    answer_from: str = "auto",
 ) -> int:
     """One turn's answers as VLMEvalKit's prediction file: each evaluated row's own columns (no
-    image) and ``prediction``, the turn's CONCLUSION (the whole response when it has none)."""
-    from sherlock.data.response import extract_answer
-
+    image) and ``prediction``, the text our scoring read the answer from (``answer_from``: the
+    CONCLUSION, or the whole response when it has none or when ``response`` is asked; with
+    ``conclusion`` and no CONCLUSION, the whole response too, which we scored as none)."""
     table = []
     for row in rows:
         response = row["turns"][turn]
-        conclusion = extract_answer(response)
-        table.append(
-            {**row["meta"]["columns"], "prediction": response if conclusion is None else conclusion}
-        )
+        text = answer_text(response, answer_from)
+        table.append({**row["meta"]["columns"], "prediction": response if text is None else text})
     frame = pd.DataFrame(table)
     with atomic.atomic_output(path) as out:
         frame.to_csv(out, sep="\t", index=False)

@@ -8,7 +8,19 @@ questions of one image share its ``image_path`` (or, without that column, its pi
 HallusionBench: *aAcc* over all questions; *fAcc* over figures (all questions about one figure
 right) and *qAcc* over questions (one question right on every figure it is asked about); a
 question's set, figure and question ids are its ``set_id``/``figure_id``/``question_id``
-columns or, as in VLMEvalKit's file, the 4th–6th ``_``-separated parts of its index.
+4th–6th ``_``-separated parts of its index (VLMEvalKit reads only these) or, for an index without
+them, its ``set_id``/``figure_id``/``question_id`` columns.
+
+POPE: F1 of "Yes" (the headline), with accuracy, precision and recall, overall and per
+``category``; a row whose category lists several (``adversarial,popular``) counts once in each
+and, as VLMEvalKit explodes the rows before everything, that often overall. An answer read as
+neither yes nor no predicts "No" for F1, precision and recall (it is never a true "Yes") and is
+wrong for accuracy.
+
+AMBER: accuracy per category (VLMEvalKit's mapping: the three attribute kinds are "Attribute",
+``discriminative-hallucination`` "Existence", both relation kinds "Relation"), and their mean
+(the headline). VSR: accuracy (the headline), precision, recall and F1 of "Yes".
+Any other yes/no file: accuracy, and per ``category`` and ``l2-category``.
 """
 
 from __future__ import annotations
@@ -76,11 +88,14 @@ def mme_scores(rows: Sequence[Row], right: Sequence[bool]) -> dict[str, Any]:
 
 
 def hallusion_ids(index: str, columns: dict[str, str]) -> tuple[str, str, str] | None:
-    """(set, figure, question) ids of a HallusionBench row, None when it has none."""
+    """(set, figure, question) ids of a HallusionBench row: from its index, as VLMEvalKit reads
+    them; from its id columns when the index has no such parts; None when it has neither."""
+    parts = index.split("_")
+    if len(parts) >= 6:
+        return (parts[3], parts[4], parts[5])
     if all(columns.get(name, "") != "" for name in HALLUSION_IDS):
         return tuple(columns[name] for name in HALLUSION_IDS)  # type: ignore[return-value]
-    parts = index.split("_")
-    return (parts[3], parts[4], parts[5]) if len(parts) >= 6 else None
+    return None
 
 
 def hallusionbench_scores(rows: Sequence[Row], right: Sequence[bool]) -> dict[str, Any]:
@@ -100,3 +115,95 @@ def hallusionbench_scores(rows: Sequence[Row], right: Sequence[bool]) -> dict[st
     q_acc = percent_all_right(rows, lambda row: (category(row), ids(row)[0], ids(row)[2]), right)
     mean = (a_acc + f_acc + q_acc) / 3
     return {"score": mean, "percent": mean, "aAcc": a_acc, "fAcc": f_acc, "qAcc": q_acc}
+
+
+def _percent(part: float, whole: float) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+def yes_scores(answers: Sequence[str], said: Sequence[str | None]) -> dict[str, float]:
+    """Precision, recall and F1 of "Yes" (percent; 0 where undefined, as VLMEvalKit)."""
+    pairs = list(zip(answers, said, strict=True))
+    hit = sum(a == "Yes" and s == "Yes" for a, s in pairs)
+    false_yes = sum(a != "Yes" and s == "Yes" for a, s in pairs)
+    missed = sum(a == "Yes" and s != "Yes" for a, s in pairs)
+    precision = _percent(hit, hit + false_yes)
+    recall = _percent(hit, hit + missed)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall}
+
+
+def category_names(row: Row) -> list[str]:
+    """POPE's categories of a row: its ``category`` cell split at commas (none: [""])."""
+    return _columns(row).get("category", "").split(",")
+
+
+def pope_scores(
+    rows: Sequence[Row], right: Sequence[bool], said: Sequence[str | None]
+) -> dict[str, Any]:
+    """POPE: F1 of "Yes" (the headline) with accuracy, precision and recall, overall and per
+    category, over the rows exploded by category as VLMEvalKit does."""
+    exploded = [
+        (category, row["answer"], ok, answer)
+        for row, ok, answer in zip(rows, right, said, strict=True)
+        for category in category_names(row)
+    ]
+
+    def measure(members: list[tuple[str, str, bool, str | None]]) -> dict[str, float]:
+        scores = yes_scores([m[1] for m in members], [m[3] for m in members])
+        return {**scores, "acc": percent_right([m[2] for m in members])}
+
+    overall = measure(exploded)
+    categories = sorted({m[0] for m in exploded} - {""})
+    return {
+        "score": overall["f1"],
+        "percent": overall["f1"],
+        "acc": overall["acc"],
+        "precision": overall["precision"],
+        "recall": overall["recall"],
+        "categories": {c: measure([m for m in exploded if m[0] == c]) for c in categories},
+    }
+
+
+AMBER_CATEGORIES = {
+    "discriminative-attribute-state": "Attribute",
+    "discriminative-attribute-number": "Attribute",
+    "discriminative-attribute-action": "Attribute",
+    "discriminative-hallucination": "Existence",
+    "discriminative-relation": "Relation",
+    "relation": "Relation",
+}
+
+
+def amber_scores(rows: Sequence[Row], right: Sequence[bool]) -> dict[str, Any]:
+    """AMBER: accuracy per (mapped) category and their mean, the headline."""
+    by_category: dict[str, list[bool]] = defaultdict(list)
+    for row, ok in zip(rows, right, strict=True):
+        category = _columns(row).get("category", "")
+        by_category[AMBER_CATEGORIES.get(category, category)].append(ok)
+    categories = {name: percent_right(values) for name, values in sorted(by_category.items())}
+    mean = sum(categories.values()) / len(categories) if categories else 0.0
+    return {"score": mean, "percent": mean, "categories": categories}
+
+
+def vsr_scores(
+    rows: Sequence[Row], right: Sequence[bool], said: Sequence[str | None]
+) -> dict[str, Any]:
+    """VSR: accuracy (the headline), precision, recall and F1 of "Yes" (all percent)."""
+    acc = percent_right(right)
+    return {"score": acc, "percent": acc, **yes_scores([r["answer"] for r in rows], said)}
+
+
+def by_category_scores(rows: Sequence[Row], right: Sequence[bool]) -> dict[str, Any]:
+    """Accuracy, and per ``category`` and ``l2-category`` when the rows have them."""
+    acc = percent_right(right)
+    out: dict[str, Any] = {"score": acc, "percent": acc}
+    for column in ("category", "l2-category"):
+        groups: dict[str, list[bool]] = defaultdict(list)
+        for row, ok in zip(rows, right, strict=True):
+            value = _columns(row).get(column, "")
+            if value:
+                groups[value].append(ok)
+        if groups:
+            out[column] = {name: percent_right(v) for name, v in sorted(groups.items())}
+    return out
