@@ -275,7 +275,7 @@ rule training_curves:
     """Loss, reward margins and reward accuracies of one training stage, from its checkpoint."""
     localrule: True  # runs no model: never a cluster submission
     input:
-        model=res("models", "{stage}"),
+        model=lambda wildcards: res("models", wildcards.stage),
     output:
         figure=report(
             res("report", "training_{stage}.png"),
