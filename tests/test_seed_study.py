@@ -102,7 +102,7 @@ def test_the_report_page_shows_the_study_and_its_figure(tmp_path: Path):
         cwd=ROOT,
     )
     page = html.read_text()
-    for text in ("per seed (11, 12)", "200 questions", "44.3 ± 0.3", "+1.7", "39.5", "95.0, 100.0"):
+    for text in ("per seed (11, 12)", "200 held-out questions", "44.3 ± 0.3", "+1.7", "39.5", "95.0, 100.0"):
         assert text in page, text
     assert figure.read_bytes() == b"\x89PNG not really"
 

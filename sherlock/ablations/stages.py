@@ -35,7 +35,7 @@ PIPELINE: tuple[str, ...] = ("data", "sft", "offline", "online")
 # "online": Stage III.
 FIRST_READ: dict[str, tuple[str, ...]] = {
     "data": (),
-    "sft": ("sft.r0", "sft.sherlock_sft", "generation", "prompts"),
+    "sft": ("sft.r0", "sft.sherlock_sft", "generation", "generation.sherlock_sft", "prompts"),
     "offline": (
         "offline",
         "perturbation",
@@ -69,8 +69,9 @@ EXECUTION: tuple[str, ...] = (
     "tracking",
     "python",
 )
-# Sections the evaluation of a checkpoint reads besides what built the checkpoint.
-_EVALUATION_SECTIONS = ("evaluation", "generation", "prompts")
+# What the evaluation of a checkpoint reads besides what built the checkpoint: the generation
+# settings common to every stage and its own sampling (not the other stages' sampling sections).
+READ_BY_EVALUATION = ("evaluation", "generation", "generation.evaluation", "prompts")
 
 # The placeholder of a path whose stage depends on a wildcard (an evaluation's {checkpoint}):
 # the rule's outputs start with <stages_dir>/{stage_folder}, constrained to this run's folders.
@@ -180,21 +181,16 @@ def removed_keys(stage: str) -> list[str]:
     if stage in PIPELINE:
         return [*EXECUTION, *later_keys(stage)]
     if stage == "benchmarks":
-        kept = ("evaluation",)
-        return [*EXECUTION, *REPORT_ONLY, *(k for k in later_keys("data") if _top(k) not in kept)]
+        return [*EXECUTION, *REPORT_ONLY, *(k for k in later_keys("data") if k != "evaluation")]
     if stage.startswith("eval-"):
         model = model_stage(stage.removeprefix("eval-"))
         if model is None:
             return [*EXECUTION, *REPORT_ONLY]
-        upstream = [k for k in later_keys(model) if _top(k) not in _EVALUATION_SECTIONS]
+        upstream = [k for k in later_keys(model) if k not in READ_BY_EVALUATION]
         return [*EXECUTION, *REPORT_ONLY, *upstream]
     if stage == "everything":
         return list(EXECUTION)
     raise StageError(f"unknown stage {stage!r}")
-
-
-def _top(key: str) -> str:
-    return key.split(".", 1)[0]
 
 
 def fingerprint(config: dict[str, Any], stage: str) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from sherlock.evaluation.scoring import CORRECT
 
@@ -223,11 +224,15 @@ def turn_name(turn: int) -> str:
 def _common(runs: Runs, variants: Sequence[str]) -> tuple[list[int], list[str]]:
     """Seeds and benchmarks every one of ``variants`` has."""
     seeds = sorted(set.intersection(*(set(runs[v]) for v in variants)))
-    benchmarks = [
-        b
-        for b in runs[variants[0]][seeds[0]]
-        if all(b in runs[v][s] for v in variants for s in seeds)
-    ] if seeds else []
+    benchmarks = (
+        [
+            b
+            for b in runs[variants[0]][seeds[0]]
+            if all(b in runs[v][s] for v in variants for s in seeds)
+        ]
+        if seeds
+        else []
+    )
     return seeds, benchmarks
 
 
@@ -247,7 +252,10 @@ def variant_rows(runs: Runs, baseline: str, settings: Bootstrap = Bootstrap()) -
             ]
             for checkpoint in checkpoints:
                 pairs = [
-                    align(runs[variant][s][benchmark][checkpoint], runs[baseline][s][benchmark][checkpoint])
+                    align(
+                        runs[variant][s][benchmark][checkpoint],
+                        runs[baseline][s][benchmark][checkpoint],
+                    )
                     for s in seeds
                 ]
                 paired = all(p for _, _, p in pairs)
@@ -260,8 +268,17 @@ def variant_rows(runs: Runs, baseline: str, settings: Bootstrap = Bootstrap()) -
                         settings,
                     )
                     rows.append(
-                        _row("variant", benchmark, variant, baseline, checkpoint,
-                             turn_name(turn), interval, paired, [len(x) for x, _, _ in pairs])
+                        _row(
+                            "variant",
+                            benchmark,
+                            variant,
+                            baseline,
+                            checkpoint,
+                            turn_name(turn),
+                            interval,
+                            paired,
+                            [len(x) for x, _, _ in pairs],
+                        )
                     )
     return rows
 
@@ -288,11 +305,23 @@ def claim_rows(runs: Runs, settings: Bootstrap = Bootstrap()) -> list[dict]:
                 if last < 1:
                     continue
                 interval = difference_interval(
-                    [100.0 * x[:, last] for x in sets], [100.0 * x[:, 0] for x in sets], True, settings
+                    [100.0 * x[:, last] for x in sets],
+                    [100.0 * x[:, 0] for x in sets],
+                    True,
+                    settings,
                 )
                 rows.append(
-                    _row("correction", benchmark, variant, variant, checkpoint,
-                         f"{turn_name(last)} − direct", interval, True, [len(x) for x in sets])
+                    _row(
+                        "correction",
+                        benchmark,
+                        variant,
+                        variant,
+                        checkpoint,
+                        f"{turn_name(last)} − direct",
+                        interval,
+                        True,
+                        [len(x) for x in sets],
+                    )
                 )
             final = last_iteration(checkpoints)
             if final and "sft" in checkpoints:
@@ -305,8 +334,17 @@ def claim_rows(runs: Runs, settings: Bootstrap = Bootstrap()) -> list[dict]:
                     settings,
                 )
                 rows.append(
-                    _row("stages", benchmark, variant, variant, f"{final} − sft", "direct",
-                         interval, paired, [len(x) for x, _, _ in pairs])
+                    _row(
+                        "stages",
+                        benchmark,
+                        variant,
+                        variant,
+                        f"{final} − sft",
+                        "direct",
+                        interval,
+                        paired,
+                        [len(x) for x, _, _ in pairs],
+                    )
                 )
     return rows
 
@@ -352,5 +390,24 @@ def signature_goals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_interval(row: Mapping[str, Any]) -> str:
-    """"+1.4 [+0.3, +2.5]": a difference in points and its interval."""
+    """ "+1.4 [+0.3, +2.5]": a difference in points and its interval."""
     return f"{row['estimate']:+.1f} [{row['low']:+.1f}, {row['high']:+.1f}]"
+
+
+def difference_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows as a table to read: what is compared, the difference (points) and its interval,
+    whether it excludes zero, paired or not, seeds and questions."""
+    return pd.DataFrame(
+        {
+            "benchmark": [row["benchmark"] for row in rows],
+            "variant": [row["variant"] for row in rows],
+            "minus": [row["against"] if row["kind"] == "variant" else "" for row in rows],
+            "checkpoint": [row["checkpoint"] for row in rows],
+            "turn": [row["turn"] for row in rows],
+            "difference [95 % interval]": [format_interval(row) for row in rows],
+            "excludes 0": ["yes" if row["excludes_zero"] else "no" for row in rows],
+            "paired": ["yes" if row["paired"] else "no" for row in rows],
+            "seeds": [row["seeds"] for row in rows],
+            "questions": [row["items"] for row in rows],
+        }
+    )
