@@ -296,7 +296,8 @@ if config.get("stages_dir"):
 
     wildcard_constraints:
         stage_folder=STAGES.wildcard_constraint(),
-# A seed study of the demo (benchmarks/demo_study.py) shown in the report beside this run's page.
+# A seed study (an ablation's study of a variant, docs/ablations.md) shown in the report beside
+# this run's page.
 SEED_STUDY = (
     workflow_file(EVALUATION["seed_study"], workflow.basedir) if EVALUATION["seed_study"] else None
 )
