@@ -1,44 +1,13 @@
 # Ablations (docs/ablations.md): every variant of `ablations.variants` at every seed of
 # `ablations.seeds` is an instance of this workflow (a module of the Snakefile with the run's own
 # config, rules named <variant>_seed<S>_<rule>), all in one DAG. Each stage writes under
-# <stages_dir>/<stage>-<fingerprint of the settings it reads> (rules/common.smk: res), so the runs
-# that agree on a stage name the same files and one job builds them. Then every variant is
-# compared with the baseline on the same questions and seeds (paired bootstrap intervals), and
-# each variant's scores are summarised over its seeds.
+# <stages_dir>/<stage>-<fingerprint of the settings it reads> (rules/common.smk: res), so the
+# runs that agree on a stage name the same files and one job builds them. Then every variant is compared with the baseline on the same questions and seeds
+# (paired bootstrap intervals), and each variant's scores are summarised over its seeds.
 #   snakemake --cores all ablations --configfile config/ablations/beta_refine.yaml
-import json
-import os
-import sys
-from collections import defaultdict
-from pathlib import Path
-
-sys.path.insert(0, workflow.basedir)  # the `sherlock` package, installed or not
-
-from sherlock.ablations.runs import AblationError, ablation_runs, baseline_of
-from sherlock.config import ConfigError, validate_config
-
-SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
-try:
-    validate_config(config, SCHEMA)
-    ABLATION_RUNS = ablation_runs(config)
-    for _run in ABLATION_RUNS:
-        try:
-            validate_config(_run.config, SCHEMA)
-        except ConfigError as error:
-            raise ConfigError(f"ablations.variants.{_run.variant}: {error}") from None
-    BASELINE = baseline_of(config["ablations"])
-except (ConfigError, AblationError) as error:
-    raise WorkflowError(str(error)) from None
-
-ABLATION_DIR = config["results_dir"]
-VARIANTS = list(config["ablations"]["variants"])
-SEEDS = list(config["ablations"]["seeds"])
-BOOTSTRAP = config["ablations"]["bootstrap"]
 
 
-def ablation_path(*parts):
-    """A file of the ablation itself (comparison, studies, their report pages)."""
-    return os.path.join(ABLATION_DIR, *parts)
+include: "ablation_common.smk"
 
 
 # Each run as a module instance of the whole workflow, its rules named <run>_<rule>.
@@ -63,10 +32,6 @@ RUN = {entry.name: globals()[entry.name] for entry in ABLATION_RUNS}
 FIRST = RUN[ABLATION_RUNS[0].name]
 
 
-def runs_of(variant):
-    return [entry for entry in ABLATION_RUNS if entry.variant == variant]
-
-
 # Where runs share a stage, the first run's rule builds it: the same rule of later runs gives way.
 for _name in dict.fromkeys(name for names in RULES_OF_RUN.values() for name in names):
     workflow.ruleorder(
@@ -76,35 +41,7 @@ for _name in dict.fromkeys(name for names in RULES_OF_RUN.values() for name in n
 
 # A dry run (or any run) says how many distinct folders each stage has: each is built once.
 if workflow.is_main_process:
-    _folders = defaultdict(set)
-    for _run in ABLATION_RUNS:
-        for _stage, _folder in RUN[_run.name].STAGES.stage_folders().items():
-            if _stage != "run":
-                _folders[_stage].add(_folder)
-    print(
-        f"Ablation {ABLATION_DIR}: {len(VARIANTS)} variants × {len(SEEDS)} seeds = "
-        f"{len(ABLATION_RUNS)} runs; stages (each built once per distinct folder, under "
-        f"{ABLATION_RUNS[0].config['stages_dir']}):\n  "
-        + ", ".join(f"{stage} {len(folders)}" for stage, folders in _folders.items()),
-        file=sys.stderr,
-    )
-
-
-def scored_items(entry):
-    """benchmark → checkpoint → the file with each question's status per turn (judged ones for
-    open answers) of one run."""
-    space = RUN[entry.name]
-    return {
-        benchmark: {
-            name: space.res(
-                "eval",
-                benchmark,
-                f"{name}_{'judged' if benchmark in space.JUDGED_BENCHMARKS else 'responses'}.json",
-            )
-            for name in space.CHECKPOINTS
-        }
-        for benchmark in space.BENCHMARKS
-    }
+    print(plan_summary(), file=sys.stderr)
 
 
 SCORED_ITEMS = {
@@ -159,28 +96,20 @@ rule ablation_comparison:
         " --html {output.html:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
-def study_runs(variant):
-    """seed → what the study of ``variant`` reads of it: its accuracy table, the online
-    acceptance summaries, and the folders whose job timings it sums."""
-    out = {}
-    for entry in runs_of(variant):
-        space = RUN[entry.name]
-        out[entry.seed] = {
-            "accuracy": space.res("eval", "accuracy.json"),
-            "chosen": [space.res("online", f"iter{k}", "chosen_summary.yaml") for k in space.ITERATIONS],
-            "folders": space.STAGES.stage_folders(),
-        }
-    return out
-
-
 rule ablation_study:
     """One variant over its seeds: the score of every checkpoint by turn (mean ± spread), the
     blind baselines, the signature (over the seeds, and each claim with its paired interval), the
     online acceptance and the seconds of every stage."""
     localrule: True  # runs no model: never a cluster submission
     input:
-        accuracy=lambda wildcards: [s["accuracy"] for s in study_runs(wildcards.variant).values()],
-        chosen=lambda wildcards: [c for s in study_runs(wildcards.variant).values() for c in s["chosen"]],
+        accuracy=lambda wildcards: [
+            run_files["accuracy"] for run_files in study_runs(wildcards.variant).values()
+        ],
+        chosen=lambda wildcards: [
+            path
+            for run_files in study_runs(wildcards.variant).values()
+            for path in run_files["chosen"]
+        ],
         paired=rules.ablation_comparison.output.json,
     output:
         json=ablation_path("study", "{variant}.json"),
@@ -241,7 +170,7 @@ rule ablations:
     default_target: True
     localrule: True
     input:
-        [str(path) for entry in ABLATION_RUNS for path in getattr(rules, f"{entry.name}_all").input],
+        [str(p) for entry in ABLATION_RUNS for p in getattr(rules, f"{entry.name}_all").input],
         rules.ablation_comparison.output,
         expand(rules.ablation_study_page.output, variant=VARIANTS),
 
@@ -251,3 +180,12 @@ rule ablations:
 # producers by its path instead, and the ruleorder above picks the first run's rule.
 for _rule in workflow.rules:
     _rule.dependencies.clear()
+
+
+onsuccess:
+    # The ablation's own summary lines (each run's steps are in its folders' logs).
+    from sherlock.runtime.step_summary import collect_summaries
+
+    summaries = collect_summaries(glob.glob(ablation_path("logs", "*.log")))
+    if summaries:
+        print(f"Summary of the ablation {ABLATION_DIR}:", *summaries, sep="\n  ")

@@ -116,6 +116,7 @@ def stage_jobs(jobs: dict[str, int], prefixes: list[str]) -> Counter:
     return total
 
 
+@pytest.mark.workflow
 def test_two_variants_two_seeds_plan_each_shared_stage_once(tmp_path):
     """β_r 0.025 against 0.25 over two seeds, and a third variant with no overrides: Stage I
     (and the data, the base model, their evaluations) once per seed; Stage II, Stage III and the
@@ -148,6 +149,7 @@ def _report(name: str) -> bool:
     }
 
 
+@pytest.mark.workflow
 def test_the_demo_study_is_an_ablation_of_the_demo_over_its_seeds(tmp_path):
     jobs = planned_jobs(tmp_path, "ablations", "--configfile", str(DEMO), str(DEMO_STUDY))
     total = stage_jobs(jobs, [f"demo_seed{s}" for s in (11, 12, 13)])
