@@ -2,8 +2,9 @@
 # `ablations.seeds` is an instance of this workflow (a module of the Snakefile with the run's own
 # config, rules named <variant>_seed<S>_<rule>), all in one DAG. Each stage writes under
 # <stages_dir>/<stage>-<fingerprint of the settings it reads> (rules/common.smk: res), so the
-# runs that agree on a stage name the same files and one job builds them. Then every variant is compared with the baseline on the same questions and seeds
-# (paired bootstrap intervals), and each variant's scores are summarised over its seeds.
+# runs that agree on a stage name the same files and one job builds them. Then every variant is
+# compared with the baseline on the same questions and seeds (paired bootstrap intervals), and
+# each variant's scores are summarised over its seeds.
 #   snakemake --cores all ablations --configfile config/ablations/beta_refine.yaml
 
 
