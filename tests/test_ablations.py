@@ -81,6 +81,34 @@ def test_paths_go_to_their_stage_folder_and_the_report_stays_in_the_run():
         paths.path("models", "unknown")
 
 
+@pytest.mark.parametrize(
+    ("path", "stage"),
+    [
+        ("synthetic/perception_images", "data"),
+        ("models/base_init", "data"),
+        ("models/base.partial", "data"),
+        ("llamafactory/perception/train.yaml", "data"),
+        ("logs/sherlock_sft_data_shard{shard}.log", "sft"),
+        ("models/sft_adapter", "sft"),
+        ("benchmarks/offline_prefs_shard{shard}.tsv", "offline"),
+        ("runs/iter{k}/train.yaml", "online"),
+        ("models/judge", "online"),
+        ("logs/tiny_judge.log", "online"),
+        ("tracking/iter1", "online"),
+        ("eval/benchmarks/{benchmark}_conversion.json", "benchmarks"),
+        ("logs/vlmevalkit_benchmark_{benchmark}.log", "benchmarks"),
+        ("eval/vlmevalkit/MMStar/iter2", "eval-iter2"),
+        ("eval/MM_Vet/r0_judged_scores.json", "eval-r0"),
+        ("logs/evaluate_{benchmark}_{checkpoint}_shard{shard}.log", "stage_folder"),
+        ("logs/judge_answers_{benchmark}_{checkpoint}.log", "stage_folder"),
+        ("eval/vlmevalkit/{benchmark}/{checkpoint}", "stage_folder"),
+        ("logs/training_curves_{stage}.log", "run"),
+    ],
+)
+def test_every_kind_of_path_the_rules_write_has_its_stage(path, stage):
+    assert router().stage_of(path) == stage
+
+
 def test_each_run_of_an_ablation_is_the_config_with_its_variant_and_seed():
     config = overlay(
         DEFAULT_CONFIG,
