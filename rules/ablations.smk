@@ -79,8 +79,9 @@ rule ablation_comparison:
             labels={"figure": "paired differences (plot)"},
         ),
     params:
-        python=FIRST.PY,
-        script=FIRST.script("paired_comparison"),
+        # how the job runs, not what it computes: functions of the output, never compared
+        python=lambda wildcards, output: FIRST.PY,
+        script=lambda wildcards, output: FIRST.script("paired_comparison"),
         runs=json.dumps(SCORED_ITEMS, sort_keys=True),
         baseline=BASELINE,
         bootstrap=(
@@ -119,8 +120,9 @@ rule ablation_study:
     wildcard_constraints:
         variant="|".join(VARIANTS),
     params:
-        python=FIRST.PY,
-        script=FIRST.script("ablation_study"),
+        # how the job runs, not what it computes: functions of the output, never compared
+        python=lambda wildcards, output: FIRST.PY,
+        script=lambda wildcards, output: FIRST.script("ablation_study"),
         runs=lambda wildcards: json.dumps(study_runs(wildcards.variant), sort_keys=True),
     log:
         ablation_path("logs", "ablation_study_{variant}.log"),
@@ -154,8 +156,9 @@ rule ablation_study_page:
     wildcard_constraints:
         variant="|".join(VARIANTS),
     params:
-        python=FIRST.PY,
-        script=FIRST.script("seed_study_page"),
+        # how the job runs, not what it computes: functions of the output, never compared
+        python=lambda wildcards, output: FIRST.PY,
+        script=lambda wildcards, output: FIRST.script("seed_study_page"),
     log:
         ablation_path("logs", "ablation_study_page_{variant}.log"),
     conda:
