@@ -26,7 +26,11 @@ from sherlock.runtime.step_summary import stage_summary
 
 
 def introduction(settings: Bootstrap, baseline: str, variants: int) -> str:
-    versus = f" and every other variant minus {baseline}" if variants > 1 else ""
+    versus = (
+        f"; and every other variant minus {baseline} at the same checkpoint and turn"
+        if variants > 1
+        else ""
+    )
     return (
         "Differences in percent right (points) on the same questions and seeds: within each "
         "variant, every checkpoint's last self-correction turn minus its direct answer, and the "

@@ -215,7 +215,13 @@ def paired_intervals(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[
         axis.set_xlabel("difference (points), 95 % interval")
         axis.set_title(title)
         axis.grid(alpha=0.3, axis="x")
-    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    shown = {}
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            shown.setdefault(label, handle)
+    axes[0][-1].legend(
+        shown.values(), shown.keys(), fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
     _save(figure, path)
 
 
