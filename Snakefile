@@ -6,7 +6,8 @@
 #   snakemake --report report.html     the report of a finished run (scores, data, training)
 #   snakemake -n sft                   show the plan without running anything
 #   snakemake --configfile config/presets/paper_llama32v.yaml ...   the paper's recipe
-import glob
+#   snakemake --cores all ablations --configfile config/ablations/beta_refine.yaml
+#                                      variants × seeds in one DAG, compared (docs/ablations.md)
 import os
 
 from snakemake.utils import min_version
@@ -21,30 +22,36 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 report: "report/workflow.rst"
 
 
-include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/base.smk"
-include: "rules/sft.smk"
-include: "rules/offline.smk"
-include: "rules/online.smk"
-include: "rules/lora.smk"
-include: "rules/evaluate.smk"
+# An ablation (config `ablations`, docs/ablations.md): every variant at every seed is an instance
+# of this same workflow (a module with its own config); their stages are shared where equal.
+if (config.get("ablations") or {}).get("seeds"):
 
+    include: "rules/ablations.smk"
 
-rule all:
-    """The whole pipeline: M_K (the last online iteration), every checkpoint evaluated (with
-    VLMEvalKit's prediction files of its datasets), and every figure of the report."""
-    default_target: True
-    input:
-        res("models", f"iter{ITERATIONS[-1]}"),
-        rules.report_figures.input,
-        VLMEVALKIT_PREDICTIONS,
+else:
 
+    include: "rules/common.smk"
+    include: "rules/data.smk"
+    include: "rules/base.smk"
+    include: "rules/sft.smk"
+    include: "rules/offline.smk"
+    include: "rules/online.smk"
+    include: "rules/lora.smk"
+    include: "rules/evaluate.smk"
 
-onsuccess:
-    # One line per finished step (records in/out, acceptance, losses, accuracy), oldest first.
-    from sherlock.runtime.step_summary import collect_summaries
+    rule all:
+        """The whole pipeline: M_K (the last online iteration), every checkpoint evaluated (with
+        VLMEvalKit's prediction files of its datasets), and every figure of the report."""
+        default_target: True
+        input:
+            res("models", f"iter{ITERATIONS[-1]}"),
+            rules.report_figures.input,
+            VLMEVALKIT_PREDICTIONS,
 
-    summaries = collect_summaries(glob.glob(res("logs", "*.log")))
-    if summaries:
-        print(f"Summary of the steps logged in {res('logs')}:", *summaries, sep="\n  ")
+    onsuccess:
+        # One line per finished step (records in/out, acceptance, losses, accuracy), oldest first.
+        from sherlock.runtime.step_summary import collect_summaries
+
+        summaries = collect_summaries(run_log_files())
+        if summaries:
+            print(f"Summary of the steps logged in {RESULTS}:", *summaries, sep="\n  ")

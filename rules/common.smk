@@ -1,4 +1,5 @@
 # Config validation, path helpers and resource tags shared by every rule.
+import glob
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from sherlock.config import (
     stack_problem,
     validate_config,
 )
+from sherlock.ablations.stages import StageRouter
 from sherlock.config_paths import check_paths, workflow_file
 from sherlock.data.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
 from sherlock.evaluation.benchmark_config import (
@@ -53,9 +55,22 @@ wildcard_constraints:
     k=r"\d+",
 
 
+# With stages_dir: where each stage's files go (set below, once the checkpoints are known).
+STAGES = None
+
+
 def res(*parts):
-    """A path under this run's results folder."""
+    """A path under this run's results folder; with stages_dir, under the folder of the stage
+    that writes it, named by what that stage depends on (sherlock.ablations.stages)."""
+    if STAGES is not None:
+        return STAGES.path(*parts)
     return os.path.join(RESULTS, *parts)
+
+
+def run_log_files():
+    """Every job log of this run (with stages_dir, those of its stages' folders too)."""
+    folders = STAGES.stage_folders().values() if STAGES is not None else [RESULTS]
+    return [path for folder in folders for path in glob.glob(os.path.join(folder, "logs", "*.log"))]
 
 
 def log_file(rule_name):
@@ -285,7 +300,16 @@ CHECKPOINTS = EVALUATION["checkpoints"] or [
 OUTSIDE_MODELS = dict(EVALUATION["models"])
 CHECKPOINTS = [*CHECKPOINTS, *OUTSIDE_MODELS]
 TRAINED = ["r0", "sft", "offline", *(f"iter{k}" for k in ITERATIONS)]
-# A seed study of the demo (benchmarks/demo_study.py) shown in the report beside this run's page.
+# Runs sharing their stages (stages_dir; an ablation's variants and seeds, docs/ablations.md):
+# each stage writes under <stages_dir>/<stage>-<fingerprint>, an evaluation under the folder of
+# the checkpoint it scores, so its rules' outputs start with {stage_folder} (this run's folders).
+if config.get("stages_dir"):
+    STAGES = StageRouter(config, CHECKPOINTS)
+
+    wildcard_constraints:
+        stage_folder=STAGES.wildcard_constraint(),
+# A seed study (an ablation's study of a variant, docs/ablations.md) shown in the report beside
+# this run's page.
 SEED_STUDY = (
     workflow_file(EVALUATION["seed_study"], workflow.basedir) if EVALUATION["seed_study"] else None
 )

@@ -387,8 +387,8 @@ rule data_report:
 if SEED_STUDY:
 
     rule seed_study:
-        """The demo's scores over seeds (evaluation.seed_study, written by
-        benchmarks/demo_study.py) as a report page beside this run's own."""
+        """The demo's scores over seeds (evaluation.seed_study: an ablation's study of a variant
+        over its seeds, docs/ablations.md) as a report page beside this run's own."""
         localrule: True  # runs no model: never a cluster submission
         input:
             study=SEED_STUDY,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,16 @@ def cross_field_problems(config: dict) -> list[str]:
     return problems
 
 
+@functools.lru_cache(maxsize=4)
+def _schema(path: str) -> dict:
+    """The schema, read once per process: an ablation checks one config per run."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when installed
+    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=loader)
+
+
 def validate_config(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError listing every problem, or return when the config is usable."""
-    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    schema = _schema(str(schema_path))
     problems = schema_problems(config, schema)
     if not problems:
         problems = cross_field_problems(config)

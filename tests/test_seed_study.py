@@ -102,7 +102,14 @@ def test_the_report_page_shows_the_study_and_its_figure(tmp_path: Path):
         cwd=ROOT,
     )
     page = html.read_text()
-    for text in ("per seed (11, 12)", "200 questions", "44.3 ± 0.3", "+1.7", "39.5", "95.0, 100.0"):
+    for text in (
+        "per seed (11, 12)",
+        "200 held-out questions",
+        "44.3 ± 0.3",
+        "+1.7",
+        "39.5",
+        "95.0, 100.0",
+    ):
         assert text in page, text
     assert figure.read_bytes() == b"\x89PNG not really"
 
@@ -112,3 +119,136 @@ def test_the_committed_study_is_what_the_demo_report_reads():
     assert len(study["seeds"]) == 3
     table = score_table(study["scores"])
     assert table["checkpoint"].tolist() == ["base", "r0", "sft", "offline", "iter1", "iter2"]
+
+
+def test_an_ablation_study_adds_the_paired_claims_and_the_seconds_of_each_stage(tmp_path: Path):
+    """workflow_scripts/ablation_study.py on two seeds' files: scores over the seeds, the
+    variant's claims from the ablation's paired.json (another variant's left out), and each
+    stage's seconds summed from the last line of each benchmark file of its folder; then the
+    report page shows the claims with their intervals and the seconds."""
+
+    def accuracy(seed: int, r0: tuple[float, float], sft: tuple[float, float]) -> Path:
+        rows = [
+            {
+                "checkpoint": name,
+                "benchmark": "heldout",
+                "turn": turn,
+                "items": 10,
+                "percent": value,
+                "distinct_answers": 3,
+                "majority_rate": 0.2,
+                "type_majority_rate": 0.4,
+            }
+            for name, values in (("r0", r0), ("sft", sft))
+            for turn, value in enumerate(values)
+        ]
+        path = tmp_path / f"accuracy{seed}.json"
+        path.write_text(json.dumps(rows))
+        return path
+
+    def folder(name: str, seconds: dict[str, list[float]]) -> str:
+        path = tmp_path / name / "benchmarks"
+        path.mkdir(parents=True)
+        for job, values in seconds.items():
+            lines = ["s\th:m:s"] + [f"{v}\t0:00:00" for v in values]
+            (path / f"{job}.tsv").write_text("\n".join(lines) + "\n")
+        return str(path.parent)
+
+    shared_sft = folder("sft-1", {"r0": [50.0], "sft": [30.0, 40.0]})  # rerun: 40 counts
+    runs = {
+        1: {
+            "accuracy": str(accuracy(1, (60, 10), (40, 50))),
+            "chosen": [],
+            "folders": {"sft": shared_sft, "eval-r0": folder("e1", {"evaluate": [5.0]})},
+        },
+        2: {
+            "accuracy": str(accuracy(2, (50, 20), (44, 46))),
+            "chosen": [],
+            "folders": {"sft": folder("sft-2", {"r0": [7.0]}), "run": str(tmp_path / "run2")},
+        },
+    }
+    claim = {
+        "kind": "correction",
+        "benchmark": "heldout",
+        "variant": "a",
+        "against": "a",
+        "checkpoint": "sft",
+        "turn": "turn 1 − direct",
+        "estimate": 6.0,
+        "low": 2.0,
+        "high": 10.0,
+        "excludes_zero": True,
+        "paired": True,
+        "seeds": 2,
+        "items": 20,
+    }
+    goal = {
+        "variant": "a",
+        "benchmark": "heldout",
+        "goal": "sft's self-correction helps",
+        "holds": True,
+        "numbers": "+6.0 [+2.0, +10.0]",
+    }
+    paired = tmp_path / "paired.json"
+    paired.write_text(
+        json.dumps(
+            {
+                "baseline": "a",
+                "bootstrap": {"resamples": 100, "seed": 0, "confidence": 0.95},
+                "rows": [claim, {**claim, "variant": "b"}],
+                "signature": [goal, {**goal, "variant": "b", "holds": False}],
+            }
+        )
+    )
+    out = tmp_path / "study"
+    script = ROOT / "workflow_scripts" / "ablation_study.py"
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--variant",
+            "a",
+            "--runs",
+            json.dumps(runs),
+            "--paired",
+            str(paired),
+            "--json",
+            f"{out}.json",
+            "--markdown",
+            f"{out}.md",
+            "--figure",
+            f"{out}.png",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    study = json.loads(Path(f"{out}.json").read_text())
+    assert study["seeds"] == [1, 2] and study["claims"] == [claim]
+    assert study["signature"] == [goal]
+    assert study["stage_seconds"] == {"1": {"sft": 90.0, "eval-r0": 5.0}, "2": {"sft": 7.0}}
+    assert study["job_seconds"] == {"1": 95.0, "2": 7.0}
+    sft = {(row["checkpoint"], row["turn"]): row for row in study["scores"]}[("sft", 1)]
+    assert (sft["mean"], sft["seeds"]) == (48.0, [50.0, 46.0])
+    html = tmp_path / "page.html"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "workflow_scripts" / "seed_study_page.py"),
+            "--study",
+            f"{out}.json",
+            "--html",
+            str(html),
+            "--figure",
+            str(tmp_path / "page.png"),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    page = html.read_text()
+    for text in (
+        "Does it work? a over seeds",
+        "+6.0 [+2.0, +10.0]",
+        "each claim with its paired",
+        "Seconds of each stage",
+    ):
+        assert text in page, text

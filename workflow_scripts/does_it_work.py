@@ -19,7 +19,7 @@ INTRO = (
     "self-correction turn (mean over benchmarks, 0-100), the change the turns made, and how many "
     "distinct answers it gave; below, what answering without looking at the image scores, and "
     "each goal of the method's signature with the numbers. One seed is not evidence: "
-    "benchmarks/demo_study.py repeats the demo over seeds."
+    "an ablation (docs/ablations.md) repeats a run over seeds with paired intervals."
 )
 
 

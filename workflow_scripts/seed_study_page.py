@@ -1,5 +1,7 @@
-"""Does it work, over seeds? A seed study written by benchmarks/demo_study.py (its JSON and the
-figure beside it) as a report page: the run's own page shows one seed, this one the spread."""
+"""Does it work, over seeds? A seed study (one variant of an ablation over its seeds, written by
+`snakemake ablations`: its JSON and the figure beside it) as a report page: the run's own page
+shows one seed, this one the spread and, where the study has them, the signature's claims with
+their paired intervals and the seconds of each stage."""
 
 import argparse
 import json
@@ -10,7 +12,9 @@ from sherlock.evaluation.seed_study import (
     acceptance_table,
     baseline_table,
     goal_table,
+    interval_table,
     score_table,
+    stage_seconds_table,
 )
 from sherlock.report.html_table import write_table_page
 from sherlock.runtime import atomic
@@ -19,12 +23,15 @@ from sherlock.runtime import atomic
 def introduction(study: dict) -> str:
     items = {row["items"] for row in study["scores"]}
     seeds = ", ".join(str(seed) for seed in study["seeds"])
+    variant = f"The variant {study['variant']}" if "variant" in study else "The demo"
     return (
-        f"The demo (config/presets/demo.yaml) built once per seed ({seeds}) by "
-        f"benchmarks/demo_study.py and scored on {' / '.join(map(str, sorted(items)))} questions "
-        "of the synthetic test stream, which no setting was chosen on. Every cell is the mean over "
-        "the seeds ± their standard deviation (percent right); the change is from the direct "
-        "answer to the last correction turn. Read from the study's file, not from this run."
+        f"{variant} built once per seed ({seeds}) and scored on "
+        f"{' / '.join(map(str, sorted(items)))} held-out questions per seed. Every cell is the "
+        "mean over the seeds ± their standard deviation (percent right); the change is from the "
+        "direct answer to the last correction turn. Each claim of the signature is then given "
+        "with its paired bootstrap interval (the same questions and seeds; seeds resampled, then "
+        "questions within them): it is met when the whole interval is on the predicted side of "
+        "zero. Read from the study's file."
     )
 
 
@@ -38,13 +45,23 @@ def main() -> None:
     write_table_page(
         score_table(study["scores"]),
         args.html,
-        "Does it work? The demo over seeds",
+        f"Does it work? {study.get('variant', 'The demo')} over seeds",
         introduction(study),
         index=False,
         more=[
             ("Answering blind (percent)", baseline_table(study["baselines"])),
             ("The signature over the seeds", goal_table(study["checks"])),
+            *(
+                [("The signature, each claim with its paired interval", signature)]
+                if (signature := interval_table(study.get("signature", []))).size
+                else []
+            ),
             ("Stage III acceptance", acceptance_table(study["acceptance"])),
+            *(
+                [("Seconds of each stage's jobs", stage_seconds_table(study["stage_seconds"]))]
+                if study.get("stage_seconds")
+                else []
+            ),
         ],
     )
     with atomic.atomic_output(args.figure) as temporary:

@@ -1,10 +1,13 @@
-"""A seed study (what ``benchmarks/demo_study.py`` writes as JSON) as tables: the score of every
-checkpoint by turn over the seeds, the blind baselines, the signature's goals and Stage III's
-acceptance. The study's Markdown and the report's page over the seeds are both made from these."""
+"""A seed study (one variant of an ablation over its seeds: what ``snakemake ablations`` writes
+as ``<results_dir>/study/<variant>.json``) as tables: the score of every checkpoint by turn over
+the seeds, the blind baselines, the signature's goals (over the seeds, and with the paired
+intervals of ``sherlock.evaluation.paired``), Stage III's acceptance and the seconds of each
+stage. The study's Markdown and the report's page over the seeds are both made from these."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from statistics import mean, stdev
 from typing import Any
 
 import pandas as pd
@@ -69,3 +72,48 @@ def markdown_table(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(False)]
     return "\n".join(lines)
+
+
+def seed_scores(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per checkpoint and turn over the seeds' tidy accuracy tables (eval/accuracy.json, each
+    with its ``seed``): accuracy mean and spread (sample standard deviation; 0 for one seed),
+    every seed's value, the mean number of distinct answers and the questions scored."""
+    frame = pd.concat(frames, ignore_index=True)
+    order = list(dict.fromkeys(frame["checkpoint"]))
+    rows = []
+    for (checkpoint, turn), group in frame.groupby(["checkpoint", "turn"], sort=False):
+        values = [float(v) for v in group["percent"]]
+        rows.append(
+            {
+                "checkpoint": checkpoint,
+                "turn": int(turn),
+                "mean": mean(values),
+                "spread": stdev(values) if len(values) > 1 else 0.0,
+                "seeds": values,
+                "distinct_answers": mean(group["distinct_answers"]),
+                "items": int(group["items"].iloc[0]),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["_order"] = table["checkpoint"].map({c: i for i, c in enumerate(order)})
+    return table.sort_values(["_order", "turn"]).drop(columns="_order").reset_index(drop=True)
+
+
+def interval_table(goals: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The signature's claims each with its paired interval: goal, met (its whole interval on
+    the predicted side of zero), difference [interval] in points."""
+    return pd.DataFrame(
+        {
+            "goal": [goal["goal"] for goal in goals],
+            "met": [MET[goal["holds"]] for goal in goals],
+            "difference [95 % interval]": [goal["numbers"] for goal in goals],
+        }
+    )
+
+
+def stage_seconds_table(seconds: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Seconds of each stage's jobs (summed from their benchmark files), a column per seed."""
+    frame = pd.DataFrame({f"seed {seed}": by_stage for seed, by_stage in seconds.items()})
+    frame = frame.fillna(0.0).round(0).astype(int)
+    frame.loc["total"] = frame.sum()
+    return frame.rename_axis("stage").reset_index()

@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, written as PNG): accuracy by correction turn, training
-curves, perturbation statistics and online acceptance rates."""
+curves, perturbation statistics, online acceptance rates, and an ablation's scores over seeds
+and paired differences."""
 
 from __future__ import annotations
 
@@ -144,3 +145,91 @@ def acceptance_rates(summaries: Mapping[str, Mapping[str, Any]], path: str) -> N
     axis.set_title("online iterations: acceptance")
     axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(figure, path)
+
+
+def scores_over_seeds(
+    table: pd.DataFrame, baselines: Mapping[str, float], path: str | os.PathLike[str]
+) -> None:
+    """Score by turn per checkpoint (mean ± spread over the seeds; ``table`` as
+    ``sherlock.evaluation.seed_study.seed_scores`` makes it), the blind baselines dashed."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    for checkpoint, rows in table.groupby("checkpoint", sort=False):
+        axis.errorbar(
+            rows["turn"], rows["mean"], yerr=rows["spread"], marker="o", capsize=3, label=checkpoint
+        )
+    styles = (":", "--", "-.")
+    for (name, value), style in zip(baselines.items(), styles, strict=False):
+        axis.axhline(value, color="grey", linestyle=style, linewidth=1, label=name)
+    turns = sorted(table["turn"].unique())
+    axis.set_xticks(turns, ["direct" if t == 0 else f"turn {t}" for t in turns])
+    axis.set_ylabel("accuracy on the held-out questions (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _save(figure, path)
+
+
+def paired_intervals(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Paired differences (points) with their intervals, a colour per variant: the method's
+    claims within each variant (correction gain per checkpoint, last iteration − SFT) and, when
+    there are several variants, each one minus the baseline at the direct answer and the last
+    turn of every checkpoint (rows as ``sherlock.evaluation.paired`` makes them)."""
+    claims = [row for row in rows if row["kind"] != "variant"]
+    last = {}
+    for row in rows:
+        if row["kind"] == "variant":
+            last[row["checkpoint"]] = row["turn"]  # turns come in order: the last one stays
+    versus = [
+        row
+        for row in rows
+        if row["kind"] == "variant" and row["turn"] in ("direct", last[row["checkpoint"]])
+    ]
+    panels = [(claims, "within each variant"), (versus, "variant − baseline")]
+    panels = [(panel, title) for panel, title in panels if panel]
+    if not panels:
+        raise ValueError("no paired differences to draw")
+    several = len({row["benchmark"] for row in rows}) > 1
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
+    colours = {name: f"C{i}" for i, name in enumerate(variants)}
+    height = max(len({_label(row, several) for row in panel}) for panel, _ in panels)
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels) + 1.6, 0.32 * height + 1.6), squeeze=False
+    )
+    for axis, (panel, title) in zip(axes[0], panels, strict=True):
+        labels = list(dict.fromkeys(_label(row, several) for row in panel))
+        shown = list(dict.fromkeys(row["variant"] for row in panel))
+        for i, variant in enumerate(shown):
+            mine = [row for row in panel if row["variant"] == variant]
+            offset = (i - (len(shown) - 1) / 2) * 0.8 / max(len(shown), 1)
+            y = [labels.index(_label(row, several)) + offset for row in mine]
+            x = [row["estimate"] for row in mine]
+            error = [
+                [row["estimate"] - row["low"] for row in mine],
+                [row["high"] - row["estimate"] for row in mine],
+            ]
+            axis.errorbar(
+                x, y, xerr=error, fmt="o", capsize=3, color=colours[variant], label=variant
+            )
+        axis.axvline(0.0, color="grey", linewidth=1)
+        axis.set_yticks(range(len(labels)), labels)
+        axis.invert_yaxis()
+        axis.set_xlabel("difference (points), 95 % interval")
+        axis.set_title(title)
+        axis.grid(alpha=0.3, axis="x")
+    shown = {}
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            shown.setdefault(label, handle)
+    axes[0][-1].legend(
+        shown.values(), shown.keys(), fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
+    _save(figure, path)
+
+
+def _label(row: Mapping[str, Any], with_benchmark: bool) -> str:
+    if row["kind"] == "correction":
+        text = f"{row['checkpoint']}: {row['turn']}"
+    elif row["kind"] == "stages":
+        text = f"{row['checkpoint']} (direct)"
+    else:
+        text = f"{row['checkpoint']}, {row['turn']}"
+    return f"{row['benchmark']} · {text}" if with_benchmark else text
