@@ -79,7 +79,8 @@ WILDCARD = "stage_folder"
 
 # (path relative to the results folder, what decides its stage): a stage name; "model": the
 # stage of the model named by the group `model`; "eval": the evaluation of the checkpoint named
-# by the group `checkpoint`; "run": the run's own folder (results_dir). First match wins.
+# by the group `checkpoint`; "run": the run's own folder (results_dir); "wildcard": the folder of
+# whichever stage the rule's {stage} wildcard names. First match wins.
 # {CHECKPOINT} is filled with the names of the run's checkpoints (or the wildcard).
 _MODEL = r"(?P<model>base|base_init|r0|sft|offline|iter(?:\d+|\{k\})|judge)(?:[._/].*)?"
 _SHARD = r"(?:_shard[^/]*)?"
@@ -94,6 +95,9 @@ ROUTES: tuple[tuple[str, str], ...] = (
     (r"runs/offline/.+", "offline"),
     (r"runs/iter(?:\d+|\{k\})/.+", "online"),
     (r"online/.+", "online"),
+    # a LoRA stage's merged model (rules/lora.smk): one rule for every stage, {stage} a wildcard
+    (r"models/\{stage\}", "wildcard"),
+    (r"(?:logs|benchmarks)/merge_\{stage\}\.(?:log|tsv)", "wildcard"),
     (r"eval/benchmarks/.+", "benchmarks"),
     (r"eval/vlmevalkit/[^/]+/(?P<checkpoint>{CHECKPOINT})", "eval"),
     (r"eval/[^/]+/(?P<checkpoint>{CHECKPOINT})_[^/]+", "eval"),
@@ -235,6 +239,8 @@ class StageRouter:
                 continue
             if target == "model":
                 return model_stage(match["model"])  # type: ignore[return-value]
+            if target == "wildcard":
+                return WILDCARD
             if target == "eval":
                 name = match["checkpoint"]
                 return WILDCARD if name == "{checkpoint}" else f"eval-{name}"
@@ -265,9 +271,11 @@ class StageRouter:
         return f"eval-{checkpoint}"
 
     def wildcard_constraint(self) -> str:
-        """The regular expression {stage_folder} must match: one of this run's evaluation
-        folders (so a rule never claims another run's evaluation whose settings differ)."""
-        return "|".join(re.escape(folder) for folder in self.eval_folders())
+        """The regular expression {stage_folder} must match: one of this run's evaluation or
+        training-stage folders (so a rule never claims another run's files whose settings
+        differ)."""
+        folders = [*self.eval_folders(), *(self.folder(stage) for stage in PIPELINE[1:])]
+        return "|".join(re.escape(folder) for folder in folders)
 
     def stage_folders(self) -> dict[str, str]:
         """Every folder this run writes to: stage → path (the run's own folder as "run")."""

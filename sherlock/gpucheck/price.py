@@ -315,10 +315,16 @@ def is_dry_run(argv: Sequence[str]) -> bool:
     return False
 
 
+_PRINTED = False
+
+
 def print_dry_run_estimate(config: dict[str, Any], argv: Sequence[str] | None = None) -> None:
-    """In a dry run, the run's estimated GPU-hours (to stderr; never fails the plan)."""
-    if not is_dry_run(sys.argv if argv is None else argv):
+    """In a dry run, the run's estimated GPU-hours (to stderr; never fails the plan). Once per
+    plan: an ablation loads the workflow once per run, and its first run stands for them."""
+    global _PRINTED
+    if _PRINTED or not is_dry_run(sys.argv if argv is None else argv):
         return
+    _PRINTED = True
     try:
         text = estimate(config)
         total = text.rsplit("\n", 1)[-1].split()[-1]
