@@ -23,6 +23,7 @@ from sherlock.config import (
 )
 from sherlock.config_paths import check_paths, workflow_file
 from sherlock.data.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
+from sherlock.data.prompts import refine_choice
 from sherlock.evaluation.benchmark_config import (
     check_benchmark_files,
     judge_problems,
@@ -175,12 +176,17 @@ def pair_fit_options(stage):
     ('offline' or 'online') could not fit: its cutoff_len and the refine prompt."""
     cutoff = preference_hparams(stage).get("cutoff_len")
     option = f"--cutoff-len {cutoff}" if cutoff else ""
-    return f"{option} {refine_prompt_option()}".strip()
+    return f"{option} {refine_prompt_option('preference')}".strip()
 
 
-def refine_prompt_option():
-    refine = config["prompts"]["refine"]
-    return f"--refine-prompt {shlex.quote(refine)}" if refine else ""
+def refine_prompt_option(place):
+    """The refine prompt of one place (prompts.refine: sft_data, preference, candidates or
+    evaluation): a shipped wording's name or a custom file. Nothing for the clean wording, the
+    scripts' own default, so a run of earlier versions plans no rerun."""
+    choice = refine_choice(config["prompts"]["refine"], place)
+    if not choice or choice == "clean":
+        return ""
+    return f"--refine-prompt {shlex.quote(choice)}"
 
 
 def image_pixel_options():

@@ -65,7 +65,7 @@ rule offline_config:
         script=script("render_sherlock_run"),
         hparams=json.dumps(preference_hparams("offline"), sort_keys=True),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
-        refine=refine_prompt_option(),
+        refine=refine_prompt_option("preference"),
         seed=config["seed"],
         scratch=res("models", "offline.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),

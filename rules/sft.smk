@@ -75,7 +75,7 @@ rule sherlock_sft_data:
         python=PY_GEN,
         script=script("build_sherlock_sft"),
         generation=generation_options("sherlock_sft"),
-        refine=refine_prompt_option(),
+        refine=refine_prompt_option("sft_data"),
         io=gather_io(output="data"),
     resources:
         **generation_resources(),

@@ -45,6 +45,17 @@ def test_wrong_type_names_the_key(config):
         validate_config(config, SCHEMA)
 
 
+def test_refine_prompt_per_place_or_one_for_all(config):
+    places = {"sft_data", "preference", "candidates", "evaluation"}
+    assert set(config["prompts"]["refine"]) == places
+    for value in (None, "my_refine.txt", "trailing_spaces"):
+        config["prompts"]["refine"] = value
+        validate_config(config, SCHEMA)
+    config["prompts"]["refine"] = {"sft_data": "clean"}  # the other places missing
+    with pytest.raises(ConfigError, match=r"prompts\.refine"):
+        validate_config(config, SCHEMA)
+
+
 def test_cross_field_rules(config):
     config["source"]["format"] = "llava_cot"
     with pytest.raises(ConfigError, match=r"source\.path: required"):
@@ -76,6 +87,13 @@ def test_paper_preset_keeps_the_papers_objective_and_hyper_parameters(config):
     assert paper["sft"]["common"]["freeze_vision_tower"] is True
     # one image size: at most 768 × 768, the authors' image_resolution
     assert paper["sft"]["common"]["image_max_pixels"] == 768 * 768
+    # the authors' two wordings of the refine prompt, each where their code uses it
+    assert paper["prompts"]["refine"] == {
+        "sft_data": "trailing_spaces",
+        "preference": "clean",
+        "candidates": "trailing_spaces",
+        "evaluation": "trailing_spaces",
+    }
     # a pool that keeps 5k pairs at an acceptance rate of 50%
     assert paper["splits"]["pool"] == 2 * paper["online"]["target_pairs"] == 10000
 

@@ -653,7 +653,7 @@ def test_dropout_is_off_in_policy_and_reference(
         )
         assert (policy.extra_dropout.p == 0) is disable
         for model in (policy, reference):
-            rates = {m.attention_dropout for m in model.modules() if hasattr(m, "attention_dropout")}
+            rates = {getattr(m, "attention_dropout", 0.0) for m in model.modules()}
             assert rates == ({0.0} if disable else {0.0, 0.5})  # the vision tower's is always 0
     # Turned off, training mode gives the eval-mode values, pass after pass.
     model = with_dropout()

@@ -183,7 +183,12 @@ def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the training's cutoff_len: records whose context cannot fit are left out",
     )
-    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument(
+        "--refine-prompt",
+        default=None,
+        help="refine prompt: a shipped wording (clean, trailing_spaces) or a custom file; "
+        "default clean",
+    )
 
 
 def fitting_rows(

@@ -25,8 +25,8 @@ _DROPOUT_MODULES = (
 def disable_dropout(model: torch.nn.Module) -> int:
     """Set every dropout probability in ``model`` to 0; the number of places changed.
 
-    A place is a dropout module of torch (``Dropout``, ``Dropout1d``..3d, the alpha ones) with p > 0, or a float attribute of a
-    module whose name contains "dropout" and whose value is > 0.
+    A place is a torch dropout module (``Dropout``, ``Dropout1d`` to ``3d``, the alpha ones) with
+    p > 0, or a float attribute > 0 of a module whose name contains "dropout".
     """
     changed = 0
     for module in model.modules():
