@@ -189,6 +189,12 @@ def refine_prompt_option(place):
     return f"--refine-prompt {shlex.quote(choice)}"
 
 
+def rejected_prefill_option():
+    """offline.rejected_prefill: nothing for the default (head), so earlier runs plan no rerun."""
+    prefill = config["offline"]["rejected_prefill"]
+    return "" if prefill == "head" else f"--rejected-prefill {prefill}"
+
+
 def image_pixel_options():
     """The one image size of every stage: sft.common's limits (LLaMA-Factory's defaults when
     null), which Stage I trains at, every generating job answers at (images.fit_pixels) and the

@@ -109,10 +109,13 @@ def generate_pairs(
     config: PerturbationConfig,
     model: str,
     provenance: dict[str, Any] | None = None,
+    prefill_rejected: bool = True,
 ) -> list[dict[str, Any]]:
     """Continue every rejected prefix on its perturbed image, in batches; build the records.
 
-    ``provenance`` (e.g. the online iteration) is added to every record.
+    ``provenance`` (e.g. the online iteration) is added to every record. Without
+    ``prefill_rejected`` a record's ``prefix_l`` is empty: training then pre-fills nothing
+    before the rejected side (the continuation was still generated from the head).
     """
     requests = [
         GenerationRequest(
@@ -135,7 +138,7 @@ def generate_pairs(
             chosen=pair.source.chosen,
             rejected=pair.prefix_l + continuation,
             prefix=pair.prefix,
-            prefix_l=pair.prefix_l,
+            prefix_l=pair.prefix_l if prefill_rejected else "",
             weight=weight,
             truncation=pair.perturbation.truncation,
             noise_level=pair.perturbation.noise_level,
@@ -217,13 +220,17 @@ def build_pair_file(
     purpose: str,
     summary_line: Callable[[dict[str, Any]], tuple[str, str]],
     provenance: dict[str, Any] | None = None,
+    prefill_rejected: bool = True,
 ) -> None:
     """Plan and generate the pairs of ``sources``; then (not in a shard job, which only saves
-    its chunks) write them and their statistics, and print ``summary_line(stats)``."""
+    its chunks) write them and their statistics, and print ``summary_line(stats)``.
+    ``prefill_rejected``: see :func:`generate_pairs`."""
     config = PerturbationConfig.from_dict(json.loads(args.perturbation))
     owns = backend.owns if isinstance(backend, ResumableBackend) else None
     planned = plan_pairs(sources, config, args.seed, purpose, args.image_dir, owns)
-    rows = generate_pairs(planned, backend, sampling, config, args.model, provenance)
+    rows = generate_pairs(
+        planned, backend, sampling, config, args.model, provenance, prefill_rejected
+    )
 
     def write_outputs() -> tuple[str, str]:
         # Caught here, not in an 8-GPU job's reference pass: left out, counted and named.

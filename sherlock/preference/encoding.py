@@ -7,6 +7,11 @@ docs/method.md §6, with x the question (+ image), C_l = REFINE(x, Y_l), C_w = R
     l_A2 = (C_l ⊕ p_l, s_w)   l_B2 = (C_l ⊕ p_w, s_l)
     w_A1 … w_B2: the same four with C_w
 
+A target never repeats or skips text: the cross pairs A2 and B2 continue the other side's head
+with the rest of their own response when that response starts with the head (an offline record
+without a pre-filled rejected head, ``prefix_l = ""``: A2 is then the whole Y_w after no
+pre-fill), and with their own suffix s_w or s_l otherwise (an online record, whose heads differ).
+
 Every sequence carries the image. A pre-filled prefix is rendered inside the assistant turn by the
 model's own chat template (``sherlock.data.chat.render_prompt``), so it is context; the labels cover
 exactly the target tokens plus the tokens the template closes an assistant turn with.
@@ -39,6 +44,12 @@ class SequenceSpec:
     target: str
 
 
+def _after(response: str, head: str, own_suffix: str) -> str:
+    """What follows ``head`` pre-filled: the rest of ``response`` when it starts with ``head``,
+    else ``response`` after its own head (``own_suffix``)."""
+    return response[len(head) :] if response.startswith(head) else own_suffix
+
+
 def sequence_specs(example: PreferenceExample, refine_template: str) -> dict[str, SequenceSpec]:
     """The ten sequences of one record, by their docs/method.md §6 names."""
     q, p_w, p_l = example.question, example.prefix, example.prefix_l
@@ -49,11 +60,14 @@ def sequence_specs(example: PreferenceExample, refine_template: str) -> dict[str
         "direct_w": SequenceSpec(q, "", example.chosen),
         "direct_l": SequenceSpec(q, "", example.rejected),
     }
+    # The cross pairs: the chosen text after the rejected head, the rejected after the chosen.
+    s_w_after_p_l = _after(example.chosen, p_l, s_w)
+    s_l_after_p_w = _after(example.rejected, p_w, s_l)
     for tag, context in (("l", c_l), ("w", c_w)):
         specs[f"{tag}_A1"] = SequenceSpec(context, p_w, s_w)
         specs[f"{tag}_B1"] = SequenceSpec(context, p_l, s_l)
-        specs[f"{tag}_A2"] = SequenceSpec(context, p_l, s_w)
-        specs[f"{tag}_B2"] = SequenceSpec(context, p_w, s_l)
+        specs[f"{tag}_A2"] = SequenceSpec(context, p_l, s_w_after_p_l)
+        specs[f"{tag}_B2"] = SequenceSpec(context, p_w, s_l_after_p_w)
     assert tuple(specs) == SEQUENCE_NAMES
     return specs
 
