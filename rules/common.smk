@@ -189,6 +189,13 @@ def refine_prompt_option(place):
     return f"--refine-prompt {shlex.quote(choice)}"
 
 
+def conclusion_stop_option():
+    """R0's answers for Stage I raw (generation.sherlock_sft.stop_at_conclusion false), or cut
+    after their first </CONCLUSION> (the default, which adds nothing: no rerun of earlier runs)."""
+    stop = config["generation"]["sherlock_sft"]["stop_at_conclusion"]
+    return "" if stop else "--no-conclusion-stop"
+
+
 def rejected_prefill_option():
     """offline.rejected_prefill: nothing for the default (head), so earlier runs plan no rerun."""
     prefill = config["offline"]["rejected_prefill"]
@@ -219,6 +226,7 @@ def generation_options(sampling):
         f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
         f" --seed {config['seed']}"
         f" {image_pixel_options()}"
+        + (" --native-images" if gen["native_images"] else "")
         + (" --trust-remote-code" if config["base_model"]["trust_remote_code"] else "")
     )
     return f"{options}{vllm_options()}"

@@ -75,6 +75,7 @@ rule sherlock_sft_data:
         python=PY_GEN,
         script=script("build_sherlock_sft"),
         generation=generation_options("sherlock_sft"),
+        stop=conclusion_stop_option(),
         refine=refine_prompt_option("sft_data"),
         io=gather_io(output="data"),
     resources:
@@ -89,7 +90,7 @@ rule sherlock_sft_data:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
+            " --model {input.model:q} --d-b {input.d_b:q} {params.generation} {params.stop}"
             " {params.refine} {params.io} > {log:q} 2>&1"
         )
 

@@ -156,11 +156,12 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
             "max_new_tokens": sampling.max_new_tokens,
             "eos_token_id": self.eos_token_ids,
             "pad_token_id": self.tokenizer.pad_token_id,
-            "stop_strings": [CONCLUSION_END],
             "tokenizer": self.tokenizer,
             "repetition_penalty": 1.0,
             **decoding_kwargs(sampling),
         }
+        if sampling.stop_at_conclusion:
+            kwargs["stop_strings"] = [CONCLUSION_END]
         return kwargs
 
     @torch.inference_mode()
@@ -188,10 +189,12 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
             texts = self.tokenizer.batch_decode(
                 new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
             )
-            outputs += [
-                cut_continuation(r.assistant_prefix, text)
-                for r, text in zip(batch, texts, strict=True)
-            ]
+            if sampling.stop_at_conclusion:
+                texts = [
+                    cut_continuation(r.assistant_prefix, text)
+                    for r, text in zip(batch, texts, strict=True)
+                ]
+            outputs += texts
             bar.update(len(batch))
         bar.close()
         return outputs

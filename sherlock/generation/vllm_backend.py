@@ -213,6 +213,8 @@ class VLLMBackend(_Engine, GenerationBackend):
         if not requests:
             return []
         prompts = [self.prompt(request) for request in requests]
+        if not sampling.stop_at_conclusion:  # the raw answer, to the end of the turn
+            return self._texts(prompts, sampling, stop=())
         texts = self._texts(prompts, sampling, stop=(CONCLUSION_END,))
         return [
             cut_continuation(request.assistant_prefix, text)
