@@ -189,6 +189,37 @@ def refine_prompt_option(place):
     return f"--refine-prompt {shlex.quote(choice)}"
 
 
+def stage_one_fitted_outputs(run):
+    """images.resample other than bicubic, which LLaMA-Factory cannot be told: Stage I's run
+    ``run`` trains on images scaled by us (sherlock.sft.fitted_images), the data pointing at them
+    and their folder. Nothing with bicubic, LLaMA-Factory's own filter."""
+    if config["images"]["resample"] == "bicubic":
+        return {}
+    return {
+        "fitted": res("llamafactory", run, "dataset.json"),
+        "fitted_images": directory(res("llamafactory", run, "images")),
+    }
+
+
+def stage_one_resample_param():
+    """The filter as a compared param of the Stage I run-file rules, only when not bicubic (so a
+    change either way re-renders and retrains, and earlier runs plan no rerun)."""
+    resample = config["images"]["resample"]
+    return {} if resample == "bicubic" else {"resample": resample}
+
+
+def stage_one_fit_options(wildcards, output):
+    """The render script's options for ``stage_one_fitted_outputs`` (derived from the outputs,
+    not compared: the filter itself is, through ``stage_one_resample_param``)."""
+    if not hasattr(output, "fitted"):
+        return ""
+    return (
+        f"--image-resample {config['images']['resample']}"
+        f" --fitted-data {shlex.quote(output.fitted)}"
+        f" --fitted-images {shlex.quote(output.fitted_images)}"
+    )
+
+
 def conclusion_stop_option():
     """R0's answers for Stage I raw (generation.sherlock_sft.stop_at_conclusion false), or cut
     after their first </CONCLUSION> (the default, which adds nothing: no rerun of earlier runs)."""
@@ -207,9 +238,12 @@ def image_pixel_options():
     null), which Stage I trains at, every generating job answers at (images.fit_pixels) and the
     preference stages train at (their run files)."""
     pixels = config["sft"]["common"]
+    resample = config["images"]["resample"]
     return (
         f"--image-min-pixels {pixels.get('image_min_pixels') or LLAMAFACTORY_MIN_PIXELS}"
         f" --image-max-pixels {pixels.get('image_max_pixels') or LLAMAFACTORY_MAX_PIXELS}"
+        # the filter only when not LLaMA-Factory's own (bicubic): earlier runs plan no rerun
+        + ("" if resample == "bicubic" else f" --image-resample {resample}")
     )
 
 

@@ -9,6 +9,7 @@ rule r0_config:
     output:
         yaml=res("llamafactory", "r0", "train.yaml"),
         info=res("llamafactory", "r0", "dataset_info.json"),
+        **stage_one_fitted_outputs("r0"),
     params:
         python=PY,
         script=script("render_llamafactory"),
@@ -20,6 +21,8 @@ rule r0_config:
         scratch=res("models", "r0.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
         remote_code=remote_code_option(),
+        fit=stage_one_fit_options,
+        **stage_one_resample_param(),
     log:
         log_file("r0_config"),
     conda:
@@ -28,7 +31,7 @@ rule r0_config:
         "{params.python} {params.script:q} --data {input.data:q} --name {params.dataset_name}"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code}"
+        " --checkpointing {params.checkpointing:q} {params.remote_code} {params.fit}"
         " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 
@@ -120,6 +123,7 @@ use rule r0_config as sft_config with:
     output:
         yaml=res("llamafactory", "sft", "train.yaml"),
         info=res("llamafactory", "sft", "dataset_info.json"),
+        **stage_one_fitted_outputs("sft"),
     params:
         dataset_name="sherlock_sft",
         hparams=json.dumps(sft_hparams("sherlock_sft"), sort_keys=True),
@@ -154,6 +158,7 @@ if PERCEPTION:
         output:
             yaml=res("llamafactory", "perception", "train.yaml"),
             info=res("llamafactory", "perception", "dataset_info.json"),
+            **stage_one_fitted_outputs("perception"),
         params:
             model=res("models", "base_init"),
             dataset_name="sherlock_perception",

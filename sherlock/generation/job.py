@@ -42,6 +42,12 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         "(--image-*-pixels then only size what training will see)",
     )
     parser.add_argument(
+        "--image-resample",
+        choices=("bicubic", "nearest"),
+        default="bicubic",
+        help="the filter images are scaled with (config images.resample)",
+    )
+    parser.add_argument(
         "--image-min-pixels",
         type=int,
         default=None,
@@ -129,6 +135,7 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
         # The training limits, unless the model answers on the images as stored.
         "image_min_pixels": None if args.native_images else args.image_min_pixels,
         "image_max_pixels": None if args.native_images else args.image_max_pixels,
+        "image_resample": args.image_resample,
     }
     if args.backend == "vllm":
         options.update(

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from sherlock.data.images import pixel_limits
 from sherlock.data.prompts import load_prompt
 from sherlock.data.response import CONCLUSION_END, extract_answer
 from sherlock.data.sharegpt import write_json
@@ -205,7 +206,7 @@ def fitting_rows(
 
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     examples = [parse_preference_row(row, n, args.output) for n, row in enumerate(rows)]
-    pixels = (args.image_min_pixels or 1, args.image_max_pixels) if args.image_max_pixels else None
+    pixels = pixel_limits(args.image_min_pixels, args.image_max_pixels, args.image_resample)
     refine = load_prompt("refine", args.refine_prompt)
     too_long = overlong_records(processor, examples, refine, args.cutoff_len, pixels)
     kept = [row for n, row in enumerate(rows) if n not in too_long]

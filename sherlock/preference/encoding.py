@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from sherlock.data.chat import encode_prompts, render_prompt
-from sherlock.data.images import fit_pixels
+from sherlock.data.images import PixelLimits, fit_pixels
 from sherlock.data.prompts import refine_prompt
 from sherlock.preference.losses import SEQUENCE_NAMES
 from sherlock.preference.records import PreferenceExample
@@ -164,9 +164,9 @@ def encode_sequence(
     return encode_sequences(processor, image, [spec], cutoff_len)[0]
 
 
-def record_image(example: PreferenceExample, pixels: tuple[int, int] | None = None) -> Image.Image:
-    """The record's image in RGB, scaled into ``pixels`` = (min, max) as Stage I trains and
-    generation answers (``sherlock.data.images.fit_pixels``); as stored when None."""
+def record_image(example: PreferenceExample, pixels: PixelLimits | None = None) -> Image.Image:
+    """The record's image in RGB, scaled into ``pixels`` = (min, max[, filter]) as Stage I trains
+    and generation answers (``sherlock.data.images.fit_pixels``); as stored when None."""
     with Image.open(example.image) as handle:
         image = handle.convert("RGB")
     return image if pixels is None else fit_pixels(image, *pixels)
@@ -177,7 +177,7 @@ def encode_example(
     example: PreferenceExample,
     refine_template: str,
     cutoff_len: int | None = None,
-    pixels: tuple[int, int] | None = None,
+    pixels: PixelLimits | None = None,
 ) -> list[dict[str, Any]]:
     """The ten encoded sequences of one record, in SEQUENCE_NAMES order."""
     image = record_image(example, pixels)
