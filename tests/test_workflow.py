@@ -234,8 +234,21 @@ def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
         assert '"freeze_vision_tower": true' in block
         assert '"freeze_multi_modal_projector": true' in block
         assert '"freeze_language_model": false' in block
-        assert "--image-min-pixels 1024 --image-max-pixels 589824" in block
+        assert "--image-min-pixels 1 --image-max-pixels 589824" in block  # scaled down only
     assert "--pool 10000 --iterations 2" in plan and "--target 5000" in plan
+    # the authors' run where it is no defect (docs/paper_preset.md): R0's raw y0, native images
+    # in every generating job, multi-turn records whole, each place's wording of the refine prompt
+    sft_data = plan.split("rule sherlock_sft_data_shard:")[1].split("\n\n")[0]
+    assert "--native-images" in sft_data and "--no-conclusion-stop" in sft_data
+    assert "--refine-prompt trailing_spaces" in sft_data
+    candidates = plan.split("rule candidates_shard:")[1].split("\n\n")[0]
+    assert "--native-images" in candidates and "--no-conclusion-stop" not in candidates
+    assert "--refine-prompt trailing_spaces" in candidates
+    assert "--multi-turn whole" in plan.split("rule splits:")[1].split("\n\n")[0]
+    for rule in ("offline_config", "iter_config", "offline_prefs_shard", "rejected_shard"):
+        block = plan.split(f"rule {rule}:")[1].split("\n\n")[0]
+        assert "--refine-prompt" not in block  # the clean wording, the scripts' default
+        assert "--rejected-prefill" not in block and "--image-resample" not in block
     # the pair steps leave out what the training's cutoff_len could not fit
     assert plan.count("--cutoff-len 4096") >= 2
     # the DeepSpeed file is found wherever snakemake runs (--directory)
