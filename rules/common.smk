@@ -189,48 +189,35 @@ def refine_prompt_option(place):
     return f"--refine-prompt {shlex.quote(choice)}"
 
 
-def stage_one_fitted_outputs(run):
-    """images.resample other than bicubic, which LLaMA-Factory cannot be told: Stage I's run
-    ``run`` trains on images scaled by us (sherlock.sft.fitted_images), the data pointing at them
-    and their folder. Nothing with bicubic, LLaMA-Factory's own filter."""
+def annotated_split(name):
+    """D_A or D_B as R0's run and Stage I's direct rows read it: the split (``name``.json), or,
+    with source.multi_turn: whole, its rows with every turn of a multi-turn record (rule
+    whole_turns). The default adds no job and changes no input of an earlier run."""
+    if config["source"]["multi_turn"] == "whole":
+        return res("data", f"{name}_whole_turns.json")
+    return res("data", f"{name}.json")
+
+
+def stage_one_data(run, data):
+    """What Stage I's run ``run`` trains on: ``data``, or, with images.resample other than
+    bicubic (a filter LLaMA-Factory cannot be told), a copy whose images the workflow scaled
+    (rule fitted_stage_one_data). The default adds no job and changes no input."""
     if config["images"]["resample"] == "bicubic":
-        return {}
-    return {
-        "fitted": res("llamafactory", run, "dataset.json"),
-        "fitted_images": directory(res("llamafactory", run, "images")),
-    }
-
-
-def stage_one_resample_param():
-    """The filter as a compared param of the Stage I run-file rules, only when not bicubic (so a
-    change either way re-renders and retrains, and earlier runs plan no rerun)."""
-    resample = config["images"]["resample"]
-    return {} if resample == "bicubic" else {"resample": resample}
-
-
-def stage_one_fit_options(wildcards, output):
-    """The render script's options for ``stage_one_fitted_outputs`` (derived from the outputs,
-    not compared: the filter itself is, through ``stage_one_resample_param``)."""
-    if not hasattr(output, "fitted"):
-        return ""
-    return (
-        f"--image-resample {config['images']['resample']}"
-        f" --fitted-data {shlex.quote(output.fitted)}"
-        f" --fitted-images {shlex.quote(output.fitted_images)}"
-    )
+        return data
+    return res("llamafactory", run, "dataset.json")
 
 
 def conclusion_stop_option():
     """R0's answers for Stage I raw (generation.sherlock_sft.stop_at_conclusion false), or cut
     after their first </CONCLUSION> (the default, which adds nothing: no rerun of earlier runs)."""
     stop = config["generation"]["sherlock_sft"]["stop_at_conclusion"]
-    return "" if stop else "--no-conclusion-stop"
+    return "" if stop else " --no-conclusion-stop"
 
 
 def rejected_prefill_option():
     """offline.rejected_prefill: nothing for the default (head), so earlier runs plan no rerun."""
     prefill = config["offline"]["rejected_prefill"]
-    return "" if prefill == "head" else f"--rejected-prefill {prefill}"
+    return "" if prefill == "head" else f" --rejected-prefill {prefill}"
 
 
 def image_pixel_options():

@@ -102,12 +102,6 @@ rule splits:
         iterations=config["online"]["iterations"],
         seed=config["seed"],
         pool_pattern=lambda wildcards: res("data", "pool_{k}.json"),
-        # nothing for the default (last), so earlier runs plan no rerun
-        multi_turn=(
-            ""
-            if config["source"]["multi_turn"] == "last"
-            else f"--multi-turn {config['source']['multi_turn']}"
-        ),
     log:
         log_file("splits"),
     conda:
@@ -117,4 +111,4 @@ rule splits:
         " --d-a {params.d_a:q} --d-b {params.d_b:q} --pool {params.pool:q}"
         " --iterations {params.iterations:q} --seed {params.seed:q}"
         " --out-d-a {output.d_a:q} --out-d-b {output.d_b:q} --pool-pattern {params.pool_pattern:q}"
-        " {params.multi_turn} 2>&1 | tee {log:q}"
+        " 2>&1 | tee {log:q}"

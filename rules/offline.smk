@@ -16,8 +16,8 @@ rule offline_prefs:
         script=script("build_offline_prefs"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         generation=generation_options("continuation"),
-        fit=pair_fit_options("offline"),
-        prefill=rejected_prefill_option(),
+        # the rejected side's pre-fill (offline.rejected_prefill) is a pair-building option
+        fit=pair_fit_options("offline") + rejected_prefill_option(),
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
@@ -32,8 +32,7 @@ rule offline_prefs:
         gpu_launch(
             "{params.script:q}"
             " --model {input.model:q} --data {input.data:q} {params.generation}"
-            " --perturbation {params.perturbation:q} {params.fit} {params.prefill} {params.io}"
-            " > {log:q} 2>&1"
+            " --perturbation {params.perturbation:q} {params.fit} {params.io} > {log:q} 2>&1"
         )
 
 

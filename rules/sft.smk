@@ -1,15 +1,70 @@
 # Stage I (docs/method.md §3): R0 on D_A → sherlock_sft.json from R0's own answers → Sherlock-SFT.
 
 
+rule whole_turns:
+    """D_A's or D_B's SFT rows with every turn of a multi-turn record (source.multi_turn: whole):
+    what R0 trains on and Stage I's direct rows, as the authors kept them."""
+    localrule: True  # runs no model: never a cluster submission
+    input:
+        source=source_file(),
+        split=res("data", "{split}.json"),
+    output:
+        data=res("data", "{split}_whole_turns.json"),
+    wildcard_constraints:
+        split="D_A|D_B",
+    params:
+        python=PY,
+        script=script("whole_turn_rows"),
+        format="llava_cot" if SYNTHETIC else config["source"]["format"],
+        image_root=lambda wildcards, input: source_image_root(input.source),
+    log:
+        res("logs", "whole_turns_{split}.log"),
+    conda:
+        TRAIN_ENV
+    shell:
+        "{params.python} {params.script:q} --source {input.source:q} --format {params.format:q}"
+        " --image-root {params.image_root:q} --split {input.split:q}"
+        " --output {output.data:q} > {log:q} 2>&1"
+
+
+rule fitted_stage_one_data:
+    """Stage I's data with its images scaled by the workflow (images.resample other than
+    bicubic, which LLaMA-Factory cannot be told): each image the pixel limits change, once."""
+    input:
+        data=lambda wildcards: {
+            "r0": annotated_split("D_A"),
+            "sft": res("data", "sherlock_sft.json"),
+            "perception": res("data", "perception.json"),
+        }[wildcards.run],
+    output:
+        data=res("llamafactory", "{run}", "dataset.json"),
+        images=directory(res("llamafactory", "{run}", "images")),
+    wildcard_constraints:
+        run="r0|sft|perception",
+    params:
+        python=PY,
+        script=script("fit_stage_one_images"),
+        pixels=image_pixel_options(),
+    resources:
+        **job_resources("gather"),
+    threads: config["resources"]["gather"]["cpus_per_task"]
+    log:
+        res("logs", "fitted_stage_one_data_{run}.log"),
+    conda:
+        TRAIN_ENV
+    shell:
+        "{params.python} {params.script:q} --data {input.data:q} {params.pixels}"
+        " --output {output.data:q} --images {output.images:q} > {log:q} 2>&1"
+
+
 rule r0_config:
     """LLaMA-Factory YAML and dataset_info.json of the R0 run (full SFT of the base on D_A)."""
     localrule: True  # runs no model: never a cluster submission
     input:
-        data=rules.splits.output.d_a,
+        data=stage_one_data("r0", annotated_split("D_A")),
     output:
         yaml=res("llamafactory", "r0", "train.yaml"),
         info=res("llamafactory", "r0", "dataset_info.json"),
-        **stage_one_fitted_outputs("r0"),
     params:
         python=PY,
         script=script("render_llamafactory"),
@@ -21,8 +76,6 @@ rule r0_config:
         scratch=res("models", "r0.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
         remote_code=remote_code_option(),
-        fit=stage_one_fit_options,
-        **stage_one_resample_param(),
     log:
         log_file("r0_config"),
     conda:
@@ -31,7 +84,7 @@ rule r0_config:
         "{params.python} {params.script:q} --data {input.data:q} --name {params.dataset_name}"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
         " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code} {params.fit}"
+        " --checkpointing {params.checkpointing:q} {params.remote_code}"
         " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 
@@ -70,15 +123,15 @@ rule sherlock_sft_data:
     """R0 answers every D_B question; two rows per record: (x → Y*) and (REFINE(x, y0) → Y*)."""
     input:
         model=rules.r0.output.model,
-        d_b=rules.splits.output.d_b,
+        d_b=annotated_split("D_B"),
         shards=shard_inputs(res("data", "sherlock_sft.json")),
     output:
         data=res("data", "sherlock_sft.json"),
     params:
         python=PY_GEN,
         script=script("build_sherlock_sft"),
-        generation=generation_options("sherlock_sft"),
-        stop=conclusion_stop_option(),
+        # R0's raw y0 (generation.sherlock_sft.stop_at_conclusion false) is a generation option
+        generation=generation_options("sherlock_sft") + conclusion_stop_option(),
         refine=refine_prompt_option("sft_data"),
         io=gather_io(output="data"),
     resources:
@@ -93,7 +146,7 @@ rule sherlock_sft_data:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --d-b {input.d_b:q} {params.generation} {params.stop}"
+            " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
             " {params.refine} {params.io} > {log:q} 2>&1"
         )
 
@@ -101,7 +154,7 @@ rule sherlock_sft_data:
 use rule sherlock_sft_data as sherlock_sft_data_shard with:
     input:
         model=rules.r0.output.model,
-        d_b=rules.splits.output.d_b,
+        d_b=annotated_split("D_B"),
     output:
         chunks=shard_output(res("data", "sherlock_sft.json")),
     params:
@@ -119,11 +172,10 @@ use rule sherlock_sft_data as sherlock_sft_data_shard with:
 use rule r0_config as sft_config with:
     localrule: True  # runs no model (not inherited through use rule)
     input:
-        data=rules.sherlock_sft_data.output.data,
+        data=stage_one_data("sft", rules.sherlock_sft_data.output.data),
     output:
         yaml=res("llamafactory", "sft", "train.yaml"),
         info=res("llamafactory", "sft", "dataset_info.json"),
-        **stage_one_fitted_outputs("sft"),
     params:
         dataset_name="sherlock_sft",
         hparams=json.dumps(sft_hparams("sherlock_sft"), sort_keys=True),
@@ -154,11 +206,10 @@ if PERCEPTION:
     use rule r0_config as perception_config with:
         localrule: True  # runs no model (not inherited through use rule)
         input:
-            data=rules.perception_data.output.data,
+            data=stage_one_data("perception", rules.perception_data.output.data),
         output:
             yaml=res("llamafactory", "perception", "train.yaml"),
             info=res("llamafactory", "perception", "dataset_info.json"),
-            **stage_one_fitted_outputs("perception"),
         params:
             model=res("models", "base_init"),
             dataset_name="sherlock_perception",

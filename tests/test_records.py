@@ -149,6 +149,13 @@ def test_a_multi_turn_record_is_kept_whole_or_by_its_last_turn():
     assert last["conversations"] == _turns("<image>second?")
     assert sft_row_to_record(whole) == record
     assert sft_row_to_record(last) == Record("g", "ok.png", "second?", ANSWER)
+    from sherlock.data.records import SourceDataError
+    from sherlock.data.sharegpt import with_whole_turns
+
+    # D_B.json holds the last turn; rule whole_turns puts the earlier ones back from the records
+    assert with_whole_turns([last], [record]) == [whole]
+    with pytest.raises(SourceDataError, match="'h'"):
+        with_whole_turns([{**last, "id": "h"}], [record], origin="D_B.json")
     direct, refine = sherlock_sft_rows(
         [sft_row_to_record(whole)], {"g": "y0"}, "{Question}|{Example_Response}", model="r0"
     )

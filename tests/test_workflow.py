@@ -431,6 +431,19 @@ def test_second_run_does_nothing_and_a_parameter_change_reruns_exactly_its_depen
         "offline_config",
         "offline",
     }
+    # the authors' variants (docs/paper_preset.md) rerun what they change, and only that
+    override.write_text("generation:\n  sherlock_sft:\n    stop_at_conclusion: false\n")
+    assert set(planned_jobs(built, "sft", "--configfile", str(override))) == {
+        "sherlock_sft_data",
+        "sft_config",
+        "sft",
+    }
+    override.write_text("offline:\n  rejected_prefill: none\n")
+    assert set(planned_jobs(built, "offline", "--configfile", str(override))) == {
+        "offline_prefs",
+        "offline_config",
+        "offline",
+    }
 
 
 def test_offline_prefs_satisfy_the_method_invariants(built):

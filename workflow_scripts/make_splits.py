@@ -20,22 +20,14 @@ def main() -> None:
     parser.add_argument("--out-d-a", required=True)
     parser.add_argument("--out-d-b", required=True)
     parser.add_argument("--pool-pattern", required=True, help="path with {k}")
-    parser.add_argument(
-        "--multi-turn",
-        choices=("last", "whole"),
-        default="last",
-        help="what D_A's and D_B's rows keep of a multi-turn record: its last question and "
-        "answer, or every turn",
-    )
     args = parser.parse_args()
     records = rows_to_records(read_jsonl(args.records), origin=args.records)
     try:
         splits = make_splits(records, args.d_a, args.d_b, args.pool, args.iterations, args.seed)
     except SourceDataError as error:
         sys.exit(f"error: {error}")
-    whole = args.multi_turn == "whole"
-    write_json(args.out_d_a, [record_to_sft_row(r, whole) for r in splits.d_a])
-    write_json(args.out_d_b, [record_to_sft_row(r, whole) for r in splits.d_b])
+    write_json(args.out_d_a, [record_to_sft_row(r) for r in splits.d_a])
+    write_json(args.out_d_b, [record_to_sft_row(r) for r in splits.d_b])
     for k, pool in enumerate(splits.pools, start=1):
         write_json(
             args.pool_pattern.format(k=k), [prompt_row(r.id, r.question, r.image) for r in pool]
@@ -44,9 +36,7 @@ def main() -> None:
     stage_summary(
         "splits",
         f"{len(records)} records: D_A {len(splits.d_a)}, D_B {len(splits.d_b)}, "
-        f"pools {[len(p) for p in splits.pools]}, {len(records) - used} unused; "
-        f"multi-turn records in D_A {sum(bool(r.history) for r in splits.d_a)}, "
-        f"D_B {sum(bool(r.history) for r in splits.d_b)} ({args.multi_turn} turns kept)",
+        f"pools {[len(p) for p in splits.pools]}, {len(records) - used} unused",
     )
 
 

@@ -55,6 +55,19 @@ def record_to_sft_row(record: Record, whole: bool = False) -> dict:
     return sft_row(record.id, record.question, record.answer, record.image, history)
 
 
+def with_whole_turns(rows: list[dict], records: list[Record], origin: str = "split") -> list[dict]:
+    """``rows`` (a split's SFT rows) with every turn of their records (config
+    ``source.multi_turn: whole``); an id without its record is an error naming it."""
+    by_id = {record.id: record for record in records}
+    out = []
+    for number, row in enumerate(rows, start=1):
+        record = by_id.get(str(row.get("id")))
+        if record is None:
+            raise SourceDataError(f"{origin}: row {number} (id {row.get('id')!r}) has no record")
+        out.append(record_to_sft_row(record, whole=True))
+    return out
+
+
 def sft_row_to_record(row: dict, origin: str = "dataset") -> Record:
     """Back from an SFT row to a record: the last human turn is the question (without the image
     token), the last turn the answer, the turns before the question its history."""
