@@ -202,7 +202,8 @@ def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
     jobs = planned_jobs(tmp_path, "offline", "--configfile", str(PAPER))
     # nothing is built locally: the base model comes from the hub, the data from the user;
     # every generating step runs as 8 one-GPU shards
-    shards = {"sherlock_sft_data_shard", "offline_prefs_shard"}
+    # (and D_A's, D_B's rows with every turn: source.multi_turn whole, as the authors)
+    shards = {"sherlock_sft_data_shard", "offline_prefs_shard", "whole_turns"}
     assert set(jobs) == (STAGE_I | STAGE_II | shards) - {"synthetic_data", "tiny_model"}
     jobs = planned_jobs(tmp_path, "iter2", "--configfile", str(PAPER))
     shards |= {"candidates_shard", "rejected_shard"}
@@ -244,7 +245,9 @@ def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
     candidates = plan.split("rule candidates_shard:")[1].split("\n\n")[0]
     assert "--native-images" in candidates and "--no-conclusion-stop" not in candidates
     assert "--refine-prompt trailing_spaces" in candidates
-    assert "--multi-turn whole" in plan.split("rule splits:")[1].split("\n\n")[0]
+    r0_config = plan.split("rule r0_config:")[1].split("\n\n")[0]
+    assert "--data results/paper_llama32v/data/D_A_whole_turns.json" in r0_config
+    assert "--d-b results/paper_llama32v/data/D_B_whole_turns.json" in sft_data
     for rule in ("offline_config", "iter_config", "offline_prefs_shard", "rejected_shard"):
         block = plan.split(f"rule {rule}:")[1].split("\n\n")[0]
         assert "--refine-prompt" not in block  # the clean wording, the scripts' default
