@@ -27,6 +27,7 @@ from sherlock.config import (
 from sherlock.ablations.stages import StageRouter
 from sherlock.config_paths import check_paths, workflow_file
 from sherlock.data.images import LLAMAFACTORY_MAX_PIXELS, LLAMAFACTORY_MIN_PIXELS
+from sherlock.data.prompts import refine_choice
 from sherlock.evaluation.benchmark_config import (
     check_benchmark_files,
     judge_problems,
@@ -199,12 +200,48 @@ def pair_fit_options(stage):
     ('offline' or 'online') could not fit: its cutoff_len and the refine prompt."""
     cutoff = preference_hparams(stage).get("cutoff_len")
     option = f"--cutoff-len {cutoff}" if cutoff else ""
-    return f"{option} {refine_prompt_option()}".strip()
+    return f"{option} {refine_prompt_option('preference')}".strip()
 
 
-def refine_prompt_option():
-    refine = config["prompts"]["refine"]
-    return f"--refine-prompt {shlex.quote(refine)}" if refine else ""
+def refine_prompt_option(place):
+    """The refine prompt of one place (prompts.refine: sft_data, preference, candidates or
+    evaluation): a shipped wording's name or a custom file. Nothing for the clean wording, the
+    scripts' own default, so a run of earlier versions plans no rerun."""
+    choice = refine_choice(config["prompts"]["refine"], place)
+    if not choice or choice == "clean":
+        return ""
+    return f"--refine-prompt {shlex.quote(choice)}"
+
+
+def annotated_split(name):
+    """D_A or D_B as R0's run and Stage I's direct rows read it: the split (``name``.json), or,
+    with source.multi_turn: whole, its rows with every turn of a multi-turn record (rule
+    whole_turns). The default adds no job and changes no input of an earlier run."""
+    if config["source"]["multi_turn"] == "whole":
+        return res("data", f"{name}_whole_turns.json")
+    return res("data", f"{name}.json")
+
+
+def stage_one_data(run, data):
+    """What Stage I's run ``run`` trains on: ``data``, or, with images.resample other than
+    bicubic (a filter LLaMA-Factory cannot be told), a copy whose images the workflow scaled
+    (rule fitted_stage_one_data). The default adds no job and changes no input."""
+    if config["images"]["resample"] == "bicubic":
+        return data
+    return res("llamafactory", run, "dataset.json")
+
+
+def conclusion_stop_option():
+    """R0's answers for Stage I raw (generation.sherlock_sft.stop_at_conclusion false), or cut
+    after their first </CONCLUSION> (the default, which adds nothing: no rerun of earlier runs)."""
+    stop = config["generation"]["sherlock_sft"]["stop_at_conclusion"]
+    return "" if stop else " --no-conclusion-stop"
+
+
+def rejected_prefill_option():
+    """offline.rejected_prefill: nothing for the default (head), so earlier runs plan no rerun."""
+    prefill = config["offline"]["rejected_prefill"]
+    return "" if prefill == "head" else f" --rejected-prefill {prefill}"
 
 
 def image_pixel_options():
@@ -212,9 +249,12 @@ def image_pixel_options():
     null), which Stage I trains at, every generating job answers at (images.fit_pixels) and the
     preference stages train at (their run files)."""
     pixels = config["sft"]["common"]
+    resample = config["images"]["resample"]
     return (
         f"--image-min-pixels {pixels.get('image_min_pixels') or LLAMAFACTORY_MIN_PIXELS}"
         f" --image-max-pixels {pixels.get('image_max_pixels') or LLAMAFACTORY_MAX_PIXELS}"
+        # the filter only when not LLaMA-Factory's own (bicubic): earlier runs plan no rerun
+        + ("" if resample == "bicubic" else f" --image-resample {resample}")
     )
 
 
@@ -231,6 +271,7 @@ def generation_options(sampling):
         f" --temperature {gen[sampling]['temperature']} --top-p {gen[sampling]['top_p']}"
         f" --seed {config['seed']}"
         f" {image_pixel_options()}"
+        + (" --native-images" if gen["native_images"] else "")
         + (" --trust-remote-code" if config["base_model"]["trust_remote_code"] else "")
     )
     return f"{options}{vllm_options()}"

@@ -107,7 +107,7 @@ rule evaluate:
         conversion=lambda wildcards, input: (
             f"--conversion {shlex.quote(input.conversion)}" if input.conversion else ""
         ),
-        refine=refine_prompt_option(),
+        refine=refine_prompt_option("evaluation"),
         io=gather_io(responses="responses", summary="summary"),
     resources:
         **generation_resources(),

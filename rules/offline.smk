@@ -17,7 +17,8 @@ rule offline_prefs:
         script=script("build_offline_prefs"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         generation=generation_options("continuation"),
-        fit=pair_fit_options("offline"),
+        # the rejected side's pre-fill (offline.rejected_prefill) is a pair-building option
+        fit=pair_fit_options("offline") + rejected_prefill_option(),
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
@@ -66,7 +67,7 @@ rule offline_config:
         script=script("render_sherlock_run"),
         hparams=json.dumps(preference_hparams("offline"), sort_keys=True),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
-        refine=refine_prompt_option(),
+        refine=refine_prompt_option("preference"),
         seed=config["seed"],
         scratch=res("models", "offline.partial"),
         checkpointing=json.dumps(config["checkpointing"], sort_keys=True),

@@ -14,7 +14,7 @@ rule candidates:
         python=PY_GEN,
         script=script("build_candidates"),
         generation=generation_options("candidates"),
-        refine=refine_prompt_option(),
+        refine=refine_prompt_option("candidates"),
         io=gather_io(output="data"),
     resources:
         **generation_resources(),

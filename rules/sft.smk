@@ -3,11 +3,67 @@
 # adapter merged (rules/lora.smk).
 
 
+rule whole_turns:
+    """D_A's or D_B's SFT rows with every turn of a multi-turn record (source.multi_turn: whole):
+    what R0 trains on and Stage I's direct rows, as the authors kept them."""
+    localrule: True  # runs no model: never a cluster submission
+    input:
+        source=source_file(),
+        split=res("data", "{split}.json"),
+    output:
+        data=res("data", "{split}_whole_turns.json"),
+    wildcard_constraints:
+        split="D_A|D_B",
+    params:
+        python=PY,
+        script=script("whole_turn_rows"),
+        format="llava_cot" if SYNTHETIC else config["source"]["format"],
+        image_root=lambda wildcards, input: source_image_root(input.source),
+    log:
+        res("logs", "whole_turns_{split}.log"),
+    conda:
+        TRAIN_ENV
+    shell:
+        "{params.python} {params.script:q} --source {input.source:q} --format {params.format:q}"
+        " --image-root {params.image_root:q} --split {input.split:q}"
+        " --output {output.data:q} > {log:q} 2>&1"
+
+
+rule fitted_stage_one_data:
+    """Stage I's data with its images scaled by the workflow (images.resample other than
+    bicubic, which LLaMA-Factory cannot be told): each image the pixel limits change, once."""
+    input:
+        data=lambda wildcards: {
+            "r0": annotated_split("D_A"),
+            "sft": res("data", "sherlock_sft.json"),
+            "perception": res("data", "perception.json"),
+        }[wildcards.run],
+    output:
+        data=res("llamafactory", "{run}", "dataset.json"),
+        images=directory(res("llamafactory", "{run}", "images")),
+    wildcard_constraints:
+        run="r0|sft|perception",
+    params:
+        python=PY,
+        script=script("fit_stage_one_images"),
+        pixels=image_pixel_options(),
+    resources:
+        **job_resources("gather"),
+    threads: config["resources"]["gather"]["cpus_per_task"]
+    log:
+        res("logs", "fitted_stage_one_data_{run}.log"),
+    conda:
+        TRAIN_ENV
+    shell:
+        "{params.python} {params.script:q} --data {input.data:q} {params.pixels}"
+        " --output {output.data:q} --images {output.images:q} > {log:q} 2>&1"
+
+
 rule r0_config:
     """LLaMA-Factory YAML and dataset_info.json of the R0 run (full SFT of the base on D_A)."""
     localrule: True  # runs no model: never a cluster submission
     input:
-        data=rules.splits.output.d_a,
+        data=stage_one_data("r0", annotated_split("D_A")),
     output:
         yaml=res("llamafactory", "r0", "train.yaml"),
         info=res("llamafactory", "r0", "dataset_info.json"),
@@ -69,15 +125,16 @@ rule sherlock_sft_data:
     """R0 answers every D_B question; two rows per record: (x → Y*) and (REFINE(x, y0) → Y*)."""
     input:
         model=res("models", "r0"),
-        d_b=rules.splits.output.d_b,
+        d_b=annotated_split("D_B"),
         shards=shard_inputs(res("data", "sherlock_sft.json")),
     output:
         data=res("data", "sherlock_sft.json"),
     params:
         python=PY_GEN,
         script=script("build_sherlock_sft"),
-        generation=generation_options("sherlock_sft"),
-        refine=refine_prompt_option(),
+        # R0's raw y0 (generation.sherlock_sft.stop_at_conclusion false) is a generation option
+        generation=generation_options("sherlock_sft") + conclusion_stop_option(),
+        refine=refine_prompt_option("sft_data"),
         io=gather_io(output="data"),
     resources:
         **generation_resources(),
@@ -99,7 +156,7 @@ rule sherlock_sft_data:
 use rule sherlock_sft_data as sherlock_sft_data_shard with:
     input:
         model=res("models", "r0"),
-        d_b=rules.splits.output.d_b,
+        d_b=annotated_split("D_B"),
     output:
         chunks=shard_output(res("data", "sherlock_sft.json")),
     params:
@@ -117,7 +174,7 @@ use rule sherlock_sft_data as sherlock_sft_data_shard with:
 use rule r0_config as sft_config with:
     localrule: True  # runs no model (not inherited through use rule)
     input:
-        data=rules.sherlock_sft_data.output.data,
+        data=stage_one_data("sft", rules.sherlock_sft_data.output.data),
     output:
         yaml=res("llamafactory", "sft", "train.yaml"),
         info=res("llamafactory", "sft", "dataset_info.json"),
@@ -151,7 +208,7 @@ if PERCEPTION:
     use rule r0_config as perception_config with:
         localrule: True  # runs no model (not inherited through use rule)
         input:
-            data=rules.perception_data.output.data,
+            data=stage_one_data("perception", rules.perception_data.output.data),
         output:
             yaml=res("llamafactory", "perception", "train.yaml"),
             info=res("llamafactory", "perception", "dataset_info.json"),

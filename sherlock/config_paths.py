@@ -11,7 +11,7 @@ data jobs, then fails inside the first training. What is checked, each problem n
   since nothing can fetch it later.
 - files: the DeepSpeed configs (``deepspeed`` of every sft and preference section) and
   ``evaluation.seed_study`` with its figure (a relative path of these is read from the workflow
-  folder), ``source.path`` and ``prompts.refine``; folders:
+  folder), ``source.path`` and the custom files of ``prompts.refine``; folders:
   ``source.image_root`` and every benchmark's ``image_root``. Benchmark files themselves are
   checked with how to get them (``sherlock.evaluation.benchmark_config``).
   Other relative paths are read from the working directory, as the jobs read them.
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sherlock.config import ConfigError
+from sherlock.data.prompts import REFINE_PLACES, REFINE_WORDINGS
 from sherlock.evaluation.benchmark_config import resolved_benchmarks
 
 # org/name as the hub spells repository ids; anything else that is not a folder is a bad path.
@@ -127,8 +128,14 @@ def path_problems(
         problems.append(_file("evaluation.seed_study", study))
         figure = str(Path(study).with_suffix(".png"))
         problems.append(_file("evaluation.seed_study (its figure beside it)", figure))
-    if config["prompts"].get("refine"):
-        problems.append(_file("prompts.refine", config["prompts"]["refine"]))
+    refine = config["prompts"].get("refine")
+    if isinstance(refine, Mapping):
+        choices = {f"prompts.refine.{place}": refine.get(place) for place in REFINE_PLACES}
+    else:
+        choices = {"prompts.refine": refine}
+    for key, choice in choices.items():
+        if choice and choice not in REFINE_WORDINGS:  # a custom file
+            problems.append(_file(key, choice))
     return [problem for problem in problems if problem]
 
 

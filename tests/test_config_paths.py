@@ -94,6 +94,16 @@ def test_every_path_of_the_config_is_checked_and_named(tmp_path: Path) -> None:
     config["preference"]["online"]["deepspeed"] = str(ROOT / "config" / "deepspeed" / "ds_z3.json")
     config["evaluation"]["seed_study"] = "benchmarks/results/demo_study.json"  # the demo's
     assert path_problems(config, ROOT, ONLINE) == []
+    # per place: a shipped wording is no file; a custom file is checked under its own key
+    config["prompts"]["refine"] = {
+        "sft_data": "trailing_spaces",
+        "preference": "clean",
+        "candidates": str(tmp_path / "refine.txt"),
+        "evaluation": str(tmp_path / "missing_refine.txt"),
+    }
+    assert [p.split(":")[0] for p in path_problems(config, ROOT, ONLINE)] == [
+        "prompts.refine.evaluation"
+    ]
 
 
 def test_deepspeed_files_are_read_from_the_workflow_folder(tmp_path: Path) -> None:

@@ -119,3 +119,33 @@ def test_outputs_are_cut_after_conclusion(
         "<CAPTION>c</CAPTION><CONCLUSION>b</CONCLUSION>",
         "no conclusion",
     ]
+    assert backend._sampling_kwargs(GREEDY)["stop_strings"] == ["</CONCLUSION>"]
+    # generation.sherlock_sft.stop_at_conclusion false: R0's raw answers, neither stopped nor cut
+    raw = SamplingParams(**{**GREEDY.__dict__, "stop_at_conclusion": False})
+    assert "stop_strings" not in backend._sampling_kwargs(raw)
+    assert backend.generate(requests[:3], raw) == [decoded[0], decoded[1], decoded[2]]
+
+
+def test_generation_arguments_raw_answers_and_native_images() -> None:
+    import argparse
+
+    from sherlock.generation.job import (
+        add_generation_arguments,
+        backend_options,
+        sampling_from_args,
+    )
+
+    parser = argparse.ArgumentParser()
+    add_generation_arguments(parser)
+    common = ["--model", "m", "--batch-size", "2", "--max-new-tokens", "8"]
+    common += ["--temperature", "0.7", "--top-p", "1", "--seed", "3"]
+    common += ["--image-min-pixels", "1024", "--image-max-pixels", "589824"]
+    args = parser.parse_args(common)
+    assert sampling_from_args(args).stop_at_conclusion is True
+    options = backend_options(args)
+    assert (options["image_min_pixels"], options["image_max_pixels"]) == (1024, 589824)
+    args = parser.parse_args([*common, "--no-conclusion-stop", "--native-images"])
+    assert sampling_from_args(args).stop_at_conclusion is False
+    options = backend_options(args)
+    assert options["image_min_pixels"] is options["image_max_pixels"] is None  # as stored
+    assert args.image_max_pixels == 589824  # still the training's limit (the pair steps' fit)

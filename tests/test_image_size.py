@@ -104,3 +104,64 @@ def test_the_preference_run_file_carries_stage_one_limits(tmp_path: Path) -> Non
     assert "image_min_pixels" in RUN_KEYS and "image_max_pixels" in RUN_KEYS
     assert image_pixels(rendered) == PIXELS
     assert image_pixels({}) is None  # a run file of another tool: images as stored
+    assert "image_resample" not in rendered  # bicubic, the default, is not written
+    nearest = {**rendered, "image_resample": "nearest"}  # images.resample: nearest
+    assert "image_resample" in RUN_KEYS and image_pixels(nearest) == (*PIXELS, "nearest")
+
+
+def test_nearest_filter_in_every_stage(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """images.resample: nearest (the authors' fork). Our resizes pick source pixels; Stage I, which
+    LLaMA-Factory scales bicubic, trains on copies we scaled, which it leaves as they are."""
+    import numpy as np
+
+    from sherlock.data.images import fit_pixels, pixel_limits
+    from sherlock.data.sharegpt import sft_row
+    from sherlock.sft.fitted_images import fit_row_images
+
+    # 4 × 2 pixels with distinct values, halved in area to 2 × 1... by hand: nearest keeps
+    # whole source pixels (columns 1 and 3 of row 1 at Pillow's pixel centres); bicubic blends.
+    values = np.arange(8 * 3, dtype=np.uint8).reshape(2, 4, 3) * 10
+    small = Image.fromarray(values)
+    nearest = np.asarray(fit_pixels(small, 1, 2, "nearest"))
+    assert nearest.shape == (1, 2, 3)
+    assert nearest.tolist() == [[values[1, 1].tolist(), values[1, 3].tolist()]]
+    assert np.asarray(fit_pixels(small, 1, 2)).tolist() != nearest.tolist()  # bicubic blends
+    assert pixel_limits(1024, 4096) == (1024, 4096) and pixel_limits(None, None) is None
+    assert pixel_limits(None, 4096, "nearest") == (1, 4096, "nearest")
+
+    record = _record(tmp_path)  # 140 × 100, larger than the limits
+    inside = tmp_path / "inside.png"
+    Image.new("RGB", (56, 56), "red").save(inside)
+    rows = [
+        sft_row("a", "q", "r", record.image),
+        sft_row("b", "q", "r", str(inside)),
+        sft_row("c", "q", "r", record.image),
+    ]
+    fitted, counts = fit_row_images(rows, *PIXELS, "nearest", tmp_path / "fitted", tmp_path)
+    assert counts == {"images": 2, "scaled_copies": 1}
+    assert fitted[0]["images"] == fitted[2]["images"] != rows[0]["images"]  # one copy, reused
+    assert fitted[1]["images"] == [str(inside)]  # within the limits: as it is
+    with Image.open(fitted[0]["images"][0]) as copy:
+        ours = copy.convert("RGB")
+    with Image.open(record.image) as opened:
+        assert np.array_equal(np.asarray(ours), np.asarray(fit_pixels(opened, *PIXELS, "nearest")))
+        stage_one_bicubic = _llamafactory(tiny_model_dir, opened.convert("RGB"))
+    stage_one = _llamafactory(tiny_model_dir, ours)  # LLaMA-Factory on our copy
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    sequences = encode_example(
+        processor, record, load_prompt("refine"), pixels=(*PIXELS, "nearest")
+    )
+    backend = TransformersBackend(
+        str(tiny_model_dir),
+        device="cpu",
+        dtype="float32",
+        progress=False,
+        image_min_pixels=PIXELS[0],
+        image_max_pixels=PIXELS[1],
+        image_resample="nearest",
+    )
+    request = GenerationRequest(key="large", image=record.image, user_text=record.question)
+    generation = backend._encode([request])
+    assert torch.equal(sequences[0]["vision"]["pixel_values"], stage_one["pixel_values"])
+    assert torch.equal(generation["pixel_values"], stage_one["pixel_values"])
+    assert not torch.equal(stage_one["pixel_values"], stage_one_bicubic["pixel_values"])

@@ -324,3 +324,37 @@ def test_empty_batch_raises() -> None:
     empty = {key: t([]) for key in SEQUENCE_NAMES}
     with pytest.raises(ValueError, match="empty"):
         sherlock_loss(empty, dict(empty), t([]), t([]))
+
+
+def test_chosen_nll_is_the_sum_of_five_per_sequence_means() -> None:
+    from sherlock.preference.losses import CHOSEN_TARGETS, chosen_nll
+
+    assert CHOSEN_TARGETS == ("direct_w", "l_A1", "l_A2", "w_A1", "w_A2")
+    counts = {
+        "direct_w": [5, 8],
+        "l_A1": [2, 7],
+        "l_A2": [4, 3],
+        "w_A1": [1, 4],
+        "w_A2": [4, 12],
+    }
+    # Record 1: 10/5 + 5/2 + 4/4 + 1/1 + 2/4 = 2 + 2.5 + 1 + 1 + 0.5 = 7.0
+    # Record 2: 20/8 + 7/7 + 3/3 + 2/4 + 6/12 = 2.5 + 1 + 1 + 0.5 + 0.5 = 5.5
+    nll = chosen_nll(tensors(POLICY), {k: torch.tensor(v) for k, v in counts.items()})
+    torch.testing.assert_close(nll, t([7.0, 5.5]), rtol=0, atol=1e-15)
+    # The pooled mean the trainer used before: Σℓ / Σn = 22/16 and 38/34, i.e. not 1/5 of the
+    # above unless the five lengths are equal.
+    equal = {k: torch.tensor([4, 4]) for k in counts}
+    pooled = -sum(t(POLICY[k]) for k in CHOSEN_TARGETS) / (5 * 4)
+    torch.testing.assert_close(chosen_nll(tensors(POLICY), equal), 5 * pooled)
+    # Its gradient: −1/n(t) on each chosen target, nothing on the others.
+    policy = tensors(POLICY, grad=True)
+    chosen_nll(policy, {k: torch.tensor(v) for k, v in counts.items()}).sum().backward()
+    for name in SEQUENCE_NAMES:
+        if name in counts:
+            torch.testing.assert_close(policy[name].grad, -1 / t(counts[name]))
+        else:
+            assert policy[name].grad is None
+    with pytest.raises(ValueError, match="w_A2"):
+        chosen_nll(tensors(POLICY), {k: torch.tensor(v) for k, v in counts.items() if k != "w_A2"})
+    with pytest.raises(ValueError, match="l_A1"):
+        chosen_nll(tensors(POLICY), {**equal, "l_A1": torch.tensor([0, 3])})

@@ -394,3 +394,53 @@ def test_weights_match_independent_formula_at_random_points() -> None:
 def test_paper_beta_sc_falls_with_depth() -> None:
     betas = [dynamic_weights(PAPER, Perturbation(i, 0.5, False))[2] for i in (1, 2, 3, 4)]
     assert betas == sorted(betas, reverse=True)
+
+
+# ---------------------------------------------------------------- offline pairs' rejected head
+
+
+@pytest.mark.parametrize("prefill", [True, False])
+def test_offline_pairs_with_and_without_the_rejected_head(tmp_path: Path, prefill: bool) -> None:
+    """offline.rejected_prefill: the continuation always starts from the head of Y*; `none`
+    leaves prefix_l empty (as the authors' offline run read its records), so training targets
+    the whole rejected response after no pre-fill."""
+    from sherlock.generation import GenerationBackend, SamplingParams
+    from sherlock.perturbation.pairs import PairSource, generate_pairs, plan_pairs
+    from sherlock.preference.encoding import sequence_specs
+    from sherlock.preference.records import parse_preference_row
+
+    class Continue(GenerationBackend):
+        def generate(self, requests, sampling):
+            self.requests = list(requests)
+            return ["<REASONING>Two.</REASONING>\n<CONCLUSION>2</CONCLUSION>" for _ in requests]
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (120, 30, 200)).save(image)
+    # i = 2 under the reference recipe: the head is SUMMARY + CAPTION
+    config = perturbation({"recipe": "reference", "reference": {"truncation_points": [2]}})
+    source = PairSource("a", str(image), "How many?", chosen=RESPONSE, truncation_source=RESPONSE)
+    planned = plan_pairs([source], config, 7, "offline", tmp_path / "noisy")
+    backend = Continue()
+    [row] = generate_pairs(
+        planned, backend, SamplingParams(0.7, 1.0, 16, 0), config, "sft", None, prefill
+    )
+    head = f"{SUMMARY}\n{CAPTION}\n"
+    continuation = "<REASONING>Two.</REASONING>\n<CONCLUSION>2</CONCLUSION>"
+    assert backend.requests[0].assistant_prefix == head  # generated from the head either way
+    assert row["prefix"] == head and row["rejected"]["value"] == head + continuation
+    assert row["prefix_l"] == (head if prefill else "")
+    example = parse_preference_row(row, 0, "offline_prefs.json")
+    specs = {
+        name: (spec.assistant_prefix, spec.target)
+        for name, spec in sequence_specs(example, "{Question}|{Example_Response}").items()
+    }
+    rest_w = RESPONSE[len(head) :]
+    for side in ("l", "w"):
+        assert specs[f"{side}_A1"] == (head, rest_w)
+        assert specs[f"{side}_B2"] == (head, continuation)  # never the head twice
+        if prefill:  # A2 = A1 and B2 = B1
+            assert specs[f"{side}_B1"] == (head, continuation)
+            assert specs[f"{side}_A2"] == (head, rest_w)
+        else:  # under p_l = "": whole responses, nothing skipped
+            assert specs[f"{side}_B1"] == ("", head + continuation)
+            assert specs[f"{side}_A2"] == ("", RESPONSE)

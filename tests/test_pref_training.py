@@ -499,7 +499,7 @@ def test_training_runs_under_torchrun_with_two_processes(
     assert not (tmp_path / "model.partial").exists()
 
 
-def test_sft_term_is_the_mean_token_nll_of_every_chosen_target(
+def test_sft_term_sums_the_mean_token_nll_of_each_chosen_target(
     tiny_model_dir: Path, tmp_path: Path, processor, examples: list[PreferenceExample]
 ) -> None:
     trainer = _trainer(tiny_model_dir, tmp_path, examples[:2], processor, rpo_alpha=0.5)
@@ -510,7 +510,8 @@ def test_sft_term_is_the_mean_token_nll_of_every_chosen_target(
         logps, counts = batch_log_probs(trainer.model, batch)
     logps, counts = logps.view(2, -1), counts.view(2, -1)
     chosen = [SEQUENCE_NAMES.index(n) for n in ("direct_w", "l_A1", "l_A2", "w_A1", "w_A2")]
-    nll = -logps[:, chosen].sum(-1) / counts[:, chosen].sum(-1)  # by hand, per record
+    # by hand, per record: each chosen target's own token-mean NLL, summed (the authors' term)
+    nll = (-logps[:, chosen] / counts[:, chosen]).sum(-1)
     at_start = 0.2 * torch.log(torch.tensor(2.0)).item() + 1.6  # every Δ is 0
     assert loss == pytest.approx(at_start + 0.5 * float(nll.mean()), abs=1e-4)
 
@@ -608,3 +609,56 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_model(
     initial = load_file(str(tiny_model_dir / "model.safetensors"))
     assert any(not torch.equal(initial[name], whole[name]) for name in whole)  # it trained
     assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint-*")) == []
+
+
+def test_dropout_is_off_in_policy_and_reference(
+    tiny_model_dir: Path, tmp_path: Path, processor, examples: list[PreferenceExample]
+) -> None:
+    from transformers import AutoConfig
+
+    from sherlock.preference.dropout import disable_dropout
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.text_config.attention_dropout = 0.5  # the language model's attention dropout
+
+    def with_dropout():
+        model = AutoModelForImageTextToText.from_pretrained(
+            tiny_model_dir, config=config, dtype=torch.float32
+        )
+        model.add_module("extra_dropout", torch.nn.Dropout(0.3))  # a torch dropout module too
+        return model
+
+    dataset = PreferenceDataset(examples[:1], processor, REFINE, CONFIG, None)
+    batch = PreferenceCollator(processor.tokenizer.pad_token_id)([dataset[0]])
+
+    def logps(model) -> torch.Tensor:
+        with torch.no_grad():
+            return batch_log_probs(model.train(), batch)[0]
+
+    noisy = with_dropout()
+    torch.manual_seed(0)
+    assert not torch.equal(logps(noisy), logps(noisy))  # dropout is really on
+    for disable in (True, False):
+        policy, reference = with_dropout(), with_dropout()
+        args = training_args(
+            tmp_path / f"out{disable}", precompute_ref_log_probs=False, disable_dropout=disable
+        )
+        SherlockTrainer(
+            model=policy,
+            args=args,
+            train_dataset=dataset,
+            data_collator=PreferenceCollator(processor.tokenizer.pad_token_id),
+            processing_class=processor,
+            reference_model=reference,
+        )
+        assert (policy.extra_dropout.p == 0) is disable
+        for model in (policy, reference):
+            rates = {getattr(m, "attention_dropout", 0.0) for m in model.modules()}
+            assert rates == ({0.0} if disable else {0.0, 0.5})  # the vision tower's is always 0
+    # Turned off, training mode gives the eval-mode values, pass after pass.
+    model = with_dropout()
+    assert disable_dropout(model) == 1 + config.text_config.num_hidden_layers
+    first = logps(model)
+    torch.testing.assert_close(logps(model), first, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(batch_log_probs(model.eval(), batch)[0], first)

@@ -2,14 +2,18 @@ import hashlib
 
 import pytest
 
-from sherlock.data.prompts import load_prompt, refine_prompt
+from sherlock.data.prompts import REFINE_PLACES, load_prompt, refine_choice, refine_prompt
 from sherlock.data.records import Record
 from sherlock.sft.self_correction_data import answer_stats, sherlock_sft_rows
 
-# SHA-256 of the published prompt files, byte for byte: released Sherlock checkpoints were
-# trained on this exact wording, so any edit to the shipped files must fail here.
+# SHA-256 of the shipped prompt files, byte for byte. The authors' code has two wordings of the
+# refine prompt: `clean` (their preference trainer's, train/LLaMA-Factory/src/llamafactory/data/
+# processor/pairwise.py) and `trailing_spaces` (their Stage I data, Stage III candidates and
+# evaluation: train/data_construction/sft/gen_data.py, .../online/gen_candidate.py,
+# inference/VLMEvalKit/vlmeval/vlm/llama_vision.py). Each file must stay the authors' bytes.
 PUBLISHED_SHA256 = {
     "refine": "c37f36f7563e777a3d7d412515b405e63514e5d70207316cb01fa08d167488de",
+    "refine_trailing_spaces": "7e279a048c877433c7ea3f99a7312ceb0a6eebe3371e950182c34b6174889423",
     "consistency_judge": "8d19e766b475f8666b3dd9b1c4eeb54a5d8579d67fea4f309f680f75faf05ab9",
 }
 
@@ -18,6 +22,44 @@ def test_published_prompts_are_shipped_unchanged():
     for name, digest in PUBLISHED_SHA256.items():
         shipped = load_prompt(name)
         assert hashlib.sha256(shipped.encode("utf-8")).hexdigest() == digest, name
+
+
+def test_the_two_refine_wordings_differ_only_by_trailing_spaces():
+    clean, spaced = load_prompt("refine", "clean"), load_prompt("refine", "trailing_spaces")
+    assert clean == load_prompt("refine") and spaced == load_prompt("refine_trailing_spaces")
+    assert clean != spaced
+    clean_lines, spaced_lines = clean.split("\n"), spaced.split("\n")
+    assert [line.rstrip(" ") for line in spaced_lines] == clean_lines
+    padded = [line for line in spaced_lines if line.endswith(" ")]
+    assert [line.rstrip(" ") for line in padded] == [
+        clean_lines[1],  # "... and with a reasonable logic."
+        "QUESTION:",
+        "{Question}",  # two spaces after it
+        "EXAMPLE RESPONSE:",
+        "Now, refine and improve the RESPONSE further. You can consider two approaches:",
+        clean_lines[12],  # "2. NEW RESPONSE: ... resolves the QUESTION."
+    ]
+    assert len(spaced) - len(clean) == 7
+
+
+def test_each_place_picks_its_refine_wording():
+    per_place = {
+        "sft_data": "trailing_spaces",
+        "preference": "clean",
+        "candidates": "my.txt",
+        "evaluation": None,
+    }
+    assert [refine_choice(per_place, place) for place in REFINE_PLACES] == [
+        "trailing_spaces",
+        "clean",
+        "my.txt",
+        None,
+    ]
+    # one name or path (the form of earlier versions) applies everywhere
+    assert {refine_choice("my.txt", place) for place in REFINE_PLACES} == {"my.txt"}
+    assert refine_choice(None, "evaluation") is None
+    with pytest.raises(ValueError, match="judge"):
+        refine_choice(per_place, "judge")
 
 
 def test_refine_fills_both_slots_once_and_keeps_braces():

@@ -70,6 +70,8 @@ def test_llava_cot_valid_and_invalid_records_are_all_accounted_for(tmp_path, ima
     assert result.records[0].question == "What colour?"
     assert result.records[1].question == "Which shape?"
     assert result.records[2].question == "second?"
+    assert result.records[2].history == (("human", "first"), ("gpt", "old"))
+    assert result.records[0].history == ()
     assert result.records[0].image == str(image_root / "sub" / "ok.png")
     assert result.read == 10
     assert len(result.records) + len(result.rejects) == result.read  # nothing vanishes
@@ -123,3 +125,39 @@ def test_unreadable_sources_raise_clearly(tmp_path, image_root):
     bad.write_text('{"a": 1}')
     with pytest.raises(SourceDataError, match="expected a JSON list"):
         load_records(bad, "sharegpt", image_root)
+
+
+def test_a_multi_turn_record_is_kept_whole_or_by_its_last_turn():
+    """source.multi_turn: D_A's and D_B's rows keep every turn (whole, the authors' runs) or the
+    last question and answer; read back, the question is the last one either way. Stage I's
+    direct row follows the D_B row; its REFINE row is one turn on the last question."""
+    from sherlock.data.records import Record, records_to_rows, rows_to_records
+    from sherlock.data.sharegpt import record_to_sft_row, sft_row_to_record
+    from sherlock.sft.self_correction_data import sherlock_sft_rows
+
+    record = Record("g", "ok.png", "second?", ANSWER, (("human", "first"), ("gpt", "old")))
+    assert rows_to_records(records_to_rows([record])) == [record]
+    assert "history" not in records_to_rows([Record("a", "ok.png", "Q?", ANSWER)])[0]
+    whole = record_to_sft_row(record, whole=True)
+    assert whole["conversations"] == [
+        {"from": "human", "value": "<image>first"},  # the image where the source had it
+        {"from": "gpt", "value": "old"},
+        {"from": "human", "value": "second?"},
+        {"from": "gpt", "value": ANSWER},
+    ]
+    last = record_to_sft_row(record)
+    assert last["conversations"] == _turns("<image>second?")
+    assert sft_row_to_record(whole) == record
+    assert sft_row_to_record(last) == Record("g", "ok.png", "second?", ANSWER)
+    from sherlock.data.records import SourceDataError
+    from sherlock.data.sharegpt import with_whole_turns
+
+    # D_B.json holds the last turn; rule whole_turns puts the earlier ones back from the records
+    assert with_whole_turns([last], [record]) == [whole]
+    with pytest.raises(SourceDataError, match="'h'"):
+        with_whole_turns([{**last, "id": "h"}], [record], origin="D_B.json")
+    direct, refine = sherlock_sft_rows(
+        [sft_row_to_record(whole)], {"g": "y0"}, "{Question}|{Example_Response}", model="r0"
+    )
+    assert direct["conversations"] == whole["conversations"]
+    assert refine["conversations"] == _turns("<image>second?|y0")

@@ -202,7 +202,8 @@ def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
     jobs = planned_jobs(tmp_path, "offline", "--configfile", str(PAPER))
     # nothing is built locally: the base model comes from the hub, the data from the user;
     # every generating step runs as 8 one-GPU shards
-    shards = {"sherlock_sft_data_shard", "offline_prefs_shard"}
+    # (and D_A's, D_B's rows with every turn: source.multi_turn whole, as the authors)
+    shards = {"sherlock_sft_data_shard", "offline_prefs_shard", "whole_turns"}
     assert set(jobs) == (STAGE_I | STAGE_II | shards) - {"synthetic_data", "tiny_model"}
     jobs = planned_jobs(tmp_path, "iter2", "--configfile", str(PAPER))
     shards |= {"candidates_shard", "rejected_shard"}
@@ -234,8 +235,23 @@ def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
         assert '"freeze_vision_tower": true' in block
         assert '"freeze_multi_modal_projector": true' in block
         assert '"freeze_language_model": false' in block
-        assert "--image-min-pixels 1024 --image-max-pixels 589824" in block
+        assert "--image-min-pixels 1 --image-max-pixels 589824" in block  # scaled down only
     assert "--pool 10000 --iterations 2" in plan and "--target 5000" in plan
+    # the authors' run where it is no defect (docs/paper_preset.md): R0's raw y0, native images
+    # in every generating job, multi-turn records whole, each place's wording of the refine prompt
+    sft_data = plan.split("rule sherlock_sft_data_shard:")[1].split("\n\n")[0]
+    assert "--native-images" in sft_data and "--no-conclusion-stop" in sft_data
+    assert "--refine-prompt trailing_spaces" in sft_data
+    candidates = plan.split("rule candidates_shard:")[1].split("\n\n")[0]
+    assert "--native-images" in candidates and "--no-conclusion-stop" not in candidates
+    assert "--refine-prompt trailing_spaces" in candidates
+    r0_config = plan.split("rule r0_config:")[1].split("\n\n")[0]
+    assert "--data results/paper_llama32v/data/D_A_whole_turns.json" in r0_config
+    assert "--d-b results/paper_llama32v/data/D_B_whole_turns.json" in sft_data
+    for rule in ("offline_config", "iter_config", "offline_prefs_shard", "rejected_shard"):
+        block = plan.split(f"rule {rule}:")[1].split("\n\n")[0]
+        assert "--refine-prompt" not in block  # the clean wording, the scripts' default
+        assert "--rejected-prefill" not in block and "--image-resample" not in block
     # the pair steps leave out what the training's cutoff_len could not fit
     assert plan.count("--cutoff-len 4096") >= 2
     # the DeepSpeed file is found wherever snakemake runs (--directory)
@@ -414,6 +430,19 @@ def test_second_run_does_nothing_and_a_parameter_change_reruns_exactly_its_depen
         "sherlock_sft_data",
         "sft_config",
         "sft",
+        "offline_prefs",
+        "offline_config",
+        "offline",
+    }
+    # the authors' variants (docs/paper_preset.md) rerun what they change, and only that
+    override.write_text("generation:\n  sherlock_sft:\n    stop_at_conclusion: false\n")
+    assert set(planned_jobs(built, "sft", "--configfile", str(override))) == {
+        "sherlock_sft_data",
+        "sft_config",
+        "sft",
+    }
+    override.write_text("offline:\n  rejected_prefill: none\n")
+    assert set(planned_jobs(built, "offline", "--configfile", str(override))) == {
         "offline_prefs",
         "offline_config",
         "offline",

@@ -18,7 +18,12 @@ def main() -> None:
     add_generation_arguments(parser)
     parser.add_argument("--pool", required=True, help="pool_k.json (question + image rows)")
     parser.add_argument("--iteration", type=int, required=True)
-    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument(
+        "--refine-prompt",
+        default=None,
+        help="refine prompt: a shipped wording (clean, trailing_spaces) or a custom file; "
+        "default clean",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
 

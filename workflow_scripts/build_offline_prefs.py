@@ -16,6 +16,13 @@ def main() -> None:
     add_generation_arguments(parser)
     add_pair_arguments(parser)
     parser.add_argument("--data", required=True, help="annotated split (ShareGPT SFT rows)")
+    parser.add_argument(
+        "--rejected-prefill",
+        choices=("head", "none"),
+        default="head",
+        help="prefix_l of the records: the head of Y* the continuation started from (head), or "
+        "empty, as the authors' offline run read its records (none)",
+    )
     args = parser.parse_args()
 
     records = [sft_row_to_record(row, origin=args.data) for row in read_json(args.data)]
@@ -34,6 +41,7 @@ def main() -> None:
             "offline prefs",
             f"{len(records)} records -> {stats['records']} pairs; {stats}",
         ),
+        prefill_rejected=args.rejected_prefill == "head",
     )
 
 

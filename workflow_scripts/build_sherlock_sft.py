@@ -19,7 +19,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_generation_arguments(parser)
     parser.add_argument("--d-b", required=True)
-    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument(
+        "--refine-prompt",
+        default=None,
+        help="refine prompt: a shipped wording (clean, trailing_spaces) or a custom file; "
+        "default clean",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
 

@@ -40,7 +40,12 @@ def main() -> None:
     parser.add_argument("--image-root", default=None, help="default: the benchmark's folder")
     parser.add_argument("--rounds", type=int, required=True, help="self-correction turns")
     parser.add_argument("--max-items", type=int, default=None, help="the first N items only")
-    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument(
+        "--refine-prompt",
+        default=None,
+        help="refine prompt: a shipped wording (clean, trailing_spaces) or a custom file; "
+        "default clean",
+    )
     parser.add_argument("--responses", required=True, help="every item's turns and scores")
     parser.add_argument("--summary", required=True, help="accuracy per turn (JSON)")
     args = parser.parse_args()

@@ -21,6 +21,12 @@ def main() -> None:
     parser.add_argument("--image-min-pixels", type=int, required=True, help="Stage I's limits")
     parser.add_argument("--image-max-pixels", type=int, required=True)
     parser.add_argument(
+        "--image-resample",
+        choices=("bicubic", "nearest"),
+        default="bicubic",
+        help="the filter images are scaled with (config images.resample)",
+    )
+    parser.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="let the model folder run its own code (off unless the config opts in)",
@@ -39,6 +45,8 @@ def main() -> None:
         "trust_remote_code": args.trust_remote_code,
         "image_min_pixels": args.image_min_pixels,
         "image_max_pixels": args.image_max_pixels,
+        # named only when not the default, as the other runs' files are
+        **({"image_resample": args.image_resample} if args.image_resample != "bicubic" else {}),
         **checkpoint_keys(json.loads(args.checkpointing)),
         "report_to": "none",
         **hparams,

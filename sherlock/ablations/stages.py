@@ -80,7 +80,7 @@ WILDCARD = "stage_folder"
 # (path relative to the results folder, what decides its stage): a stage name; "model": the
 # stage of the model named by the group `model`; "eval": the evaluation of the checkpoint named
 # by the group `checkpoint`; "run": the run's own folder (results_dir); "wildcard": the folder of
-# whichever stage the rule's {stage} wildcard names. First match wins.
+# whichever stage the rule's wildcard ({stage}, {run}) names. First match wins.
 # {CHECKPOINT} is filled with the names of the run's checkpoints (or the wildcard).
 _MODEL = r"(?P<model>base|base_init|r0|sft|offline|iter(?:\d+|\{k\})|judge)(?:[._/].*)?"
 _SHARD = r"(?:_shard[^/]*)?"
@@ -91,13 +91,15 @@ ROUTES: tuple[tuple[str, str], ...] = (
     (r"data/[^/]+", "data"),
     (rf"(?:models|tracking)/{_MODEL}", "model"),
     (r"llamafactory/perception/.+", "data"),
+    # Stage I's data with images the workflow scaled: one rule for r0, sft and perception
+    (r"llamafactory/\{run\}/.+", "wildcard"),
     (r"llamafactory/(?:r0|sft)/.+", "sft"),
     (r"runs/offline/.+", "offline"),
     (r"runs/iter(?:\d+|\{k\})/.+", "online"),
     (r"online/.+", "online"),
     # a LoRA stage's merged model (rules/lora.smk): one rule for every stage, {stage} a wildcard
     (r"models/\{stage\}", "wildcard"),
-    (r"(?:logs|benchmarks)/merge_\{stage\}\.(?:log|tsv)", "wildcard"),
+    (r"(?:logs|benchmarks)/(?:merge_\{stage\}|fitted_stage_one_data_\{run\})\.(?:log|tsv)", "wildcard"),
     (r"eval/benchmarks/.+", "benchmarks"),
     (r"eval/vlmevalkit/[^/]+/(?P<checkpoint>{CHECKPOINT})", "eval"),
     (r"eval/[^/]+/(?P<checkpoint>{CHECKPOINT})_[^/]+", "eval"),
@@ -105,7 +107,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     (r"report/[^/]+", "run"),
     (
         r"(?:logs|benchmarks)/(?:synthetic_data|perception_data|perception_config|perception"
-        r"|source_records|splits|tiny_model)\.(?:log|tsv)",
+        r"|source_records|splits|tiny_model|whole_turns_[^/]+)\.(?:log|tsv)",
         "data",
     ),
     (

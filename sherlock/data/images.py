@@ -58,17 +58,45 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
         return image.convert("RGB")
 
 
-def fit_pixels(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
+# The filters an image may be scaled with (config images.resample): bicubic is Pillow's default,
+# which LLaMA-Factory 0.9.5 scales Stage I's images with; nearest is what the authors'
+# LLaMA-Factory fork passed (a filter LLaMA-Factory later dropped: thin lines vanish).
+RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
+
+# (min, max) pixels of an image, optionally with the filter's name as a third item.
+PixelLimits = tuple[int, int] | tuple[int, int, str]
+
+
+def fit_pixels(
+    image: Image.Image, min_pixels: int, max_pixels: int, resample: str = "bicubic"
+) -> Image.Image:
     """The image as LLaMA-Factory trains on it: scaled down to at most ``max_pixels`` and up to
-    at least ``min_pixels`` (aspect kept, sides truncated to whole pixels), in RGB.
+    at least ``min_pixels`` (aspect kept, sides truncated to whole pixels), in RGB, with the
+    filter ``resample`` names (:data:`RESAMPLING`).
 
     Generation applies the same rule, so a model answers at the resolution it was trained at
     (a processor's own limits, e.g. Qwen2.5-VL's 12.8M pixels, are far looser).
     """
+    if resample not in RESAMPLING:
+        raise ValueError(f"unknown resampling filter {resample!r}; expected {sorted(RESAMPLING)}")
+    method = RESAMPLING[resample]
     if image.width * image.height > max_pixels:
         factor = (max_pixels / (image.width * image.height)) ** 0.5
-        image = image.resize((int(image.width * factor), int(image.height * factor)))
+        size = (int(image.width * factor), int(image.height * factor))
+        image = image.resize(size, resample=method)
     if image.width * image.height < min_pixels:
         factor = (min_pixels / (image.width * image.height)) ** 0.5
-        image = image.resize((int(image.width * factor), int(image.height * factor)))
+        size = (int(image.width * factor), int(image.height * factor))
+        image = image.resize(size, resample=method)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def pixel_limits(
+    min_pixels: int | None, max_pixels: int | None, resample: str = "bicubic"
+) -> PixelLimits | None:
+    """The limits ``fit_pixels`` takes (None: images as stored, when there is no maximum); the
+    filter is named only when it is not the default."""
+    if not max_pixels:
+        return None
+    limits = (min_pixels or 1, max_pixels)
+    return limits if resample == "bicubic" else (*limits, resample)

@@ -9,8 +9,10 @@ Two source forms are read:
   ``<file stem>-<index>``.
 
 A canonical record keeps the last human turn (the question, without its ``<image>`` token) and the
-last answer. Every record that fails a check goes to the rejects file with file, record number, id,
-field and reason; the caller decides whether the invalid fraction is acceptable.
+last answer, and the turns before them (``history``, without ``<image>`` tokens) for the SFT rows
+that keep a multi-turn record whole (config ``source.multi_turn``). Every record that fails a
+check goes to the rejects file with file, record number, id, field and reason; the caller decides
+whether the invalid fraction is acceptable.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Record:
     image: str
     question: str
     answer: str
+    # The (role, text) turns before the question, roles "human" / "gpt"; empty for one turn.
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,18 @@ def _last_turns(turns: list[dict]) -> tuple[str, str]:
     return human[-1], gpt[-1]
 
 
+def earlier_turns(turns: list[dict]) -> tuple[tuple[str, str], ...]:
+    """The (role, text) human and gpt turns before the last human one, ``<image>`` removed from
+    the human ones (a leading system turn is not kept, as for the question)."""
+    roles = [_ROLE_ALIASES.get(t.get("from")) for t in turns]
+    last_human = max(i for i, role in enumerate(roles) if role == "human")
+    return tuple(
+        (role, strip_image_token(turn["value"]) if role == "human" else turn["value"])
+        for role, turn in zip(roles[:last_human], turns[:last_human], strict=True)
+        if role in ("human", "gpt")
+    )
+
+
 def strip_image_token(text: str) -> str:
     """The question text without its ``<image>`` placeholder (LLaVA-CoT may omit it)."""
     return text.replace(IMAGE_TOKEN, "").strip()
@@ -177,7 +193,8 @@ def _candidate(
             "conversations[-1].value", f"answer not in four-stage format: {stages}", record_id
         )
     image_path = image if os.path.isabs(image) else os.path.normpath(image_root / image)
-    return Record(record_id, image_path, question, answer), None
+    history = earlier_turns(obj["conversations"])
+    return Record(record_id, image_path, question, answer, history), None
 
 
 @dataclass
@@ -284,16 +301,26 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def records_to_rows(records: list[Record]) -> list[dict]:
-    return [asdict(r) for r in records]
+    """Records as JSON objects; ``history`` only for a multi-turn record, as ShareGPT turns."""
+    rows = []
+    for record in records:
+        row = asdict(record)
+        history = row.pop("history")
+        if history:
+            row["history"] = [{"from": role, "value": text} for role, text in history]
+        rows.append(row)
+    return rows
 
 
 def rows_to_records(rows: list[dict], origin: str = "records") -> list[Record]:
     out = []
     for number, row in enumerate(rows, start=1):
         try:
-            out.append(Record(**{k: row[k] for k in ("id", "image", "question", "answer")}))
-        except KeyError as error:
+            fields = {k: row[k] for k in ("id", "image", "question", "answer")}
+            history = tuple((t["from"], t["value"]) for t in row.get("history") or [])
+        except (KeyError, TypeError) as error:
             raise SourceDataError(f"{origin}: record {number} lacks field {error}") from error
+        out.append(Record(**fields, history=history))
     return out
 
 

@@ -25,14 +25,23 @@ def human_turn(user_text: str) -> dict[str, str]:
     return {"from": "human", "value": IMAGE_TOKEN + user_text}
 
 
-def sft_row(record_id: str, user_text: str, response: str, image: str, **extra: Any) -> dict:
-    """An SFT example: (image, user text) → response. Extra keys are provenance."""
-    return {
-        "id": record_id,
-        "conversations": [human_turn(user_text), {"from": "gpt", "value": response}],
-        "images": [image],
-        **extra,
-    }
+def sft_row(
+    record_id: str,
+    user_text: str,
+    response: str,
+    image: str,
+    history: tuple[tuple[str, str], ...] = (),
+    **extra: Any,
+) -> dict:
+    """An SFT example: (image, user text) → response. Extra keys are provenance.
+
+    ``history``: the (role, text) turns of a multi-turn record before ``user_text``; the image
+    placeholder then opens the first of them, where the source had it.
+    """
+    turns = [{"from": role, "value": text} for role, text in history]
+    turns += [{"from": "human", "value": user_text}, {"from": "gpt", "value": response}]
+    turns[0] = human_turn(turns[0]["value"])
+    return {"id": record_id, "conversations": turns, "images": [image], **extra}
 
 
 def prompt_row(record_id: str, question: str, image: str) -> dict:
@@ -40,18 +49,43 @@ def prompt_row(record_id: str, question: str, image: str) -> dict:
     return {"id": record_id, "conversations": [human_turn(question)], "images": [image]}
 
 
-def record_to_sft_row(record: Record) -> dict:
-    return sft_row(record.id, record.question, record.answer, record.image)
+def record_to_sft_row(record: Record, whole: bool = False) -> dict:
+    """The record's SFT row: its last question and answer, or with ``whole`` every turn."""
+    history = record.history if whole else ()
+    return sft_row(record.id, record.question, record.answer, record.image, history)
+
+
+def with_whole_turns(rows: list[dict], records: list[Record], origin: str = "split") -> list[dict]:
+    """``rows`` (a split's SFT rows) with every turn of their records (config
+    ``source.multi_turn: whole``); an id without its record is an error naming it."""
+    by_id = {record.id: record for record in records}
+    out = []
+    for number, row in enumerate(rows, start=1):
+        record = by_id.get(str(row.get("id")))
+        if record is None:
+            raise SourceDataError(f"{origin}: row {number} (id {row.get('id')!r}) has no record")
+        out.append(record_to_sft_row(record, whole=True))
+    return out
 
 
 def sft_row_to_record(row: dict, origin: str = "dataset") -> Record:
-    """Back from an SFT row to a record (question without the image token)."""
+    """Back from an SFT row to a record: the last human turn is the question (without the image
+    token), the last turn the answer, the turns before the question its history."""
     try:
         turns, image = row["conversations"], single_image(row["images"])
         if image is None:
             raise ValueError(f"images: {ONE_IMAGE}")
+        last_human = max(i for i, turn in enumerate(turns) if turn["from"] == "human")
+        history = tuple(
+            (t["from"], strip_image_token(t["value"]) if t["from"] == "human" else t["value"])
+            for t in turns[:last_human]
+        )
         return Record(
-            str(row["id"]), image, strip_image_token(turns[0]["value"]), turns[-1]["value"]
+            str(row["id"]),
+            image,
+            strip_image_token(turns[last_human]["value"]),
+            turns[-1]["value"],
+            history,
         )
     except (KeyError, IndexError, TypeError, ValueError) as error:
         raise SourceDataError(

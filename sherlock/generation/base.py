@@ -2,8 +2,9 @@
 
 A backend answers each request (one image, one user turn, optionally a pre-filled start of the
 assistant turn) with the text the model writes AFTER that prefix, cut so that prefix +
-continuation ends right after its first ``</CONCLUSION>``. The implementations are looked up
-by name in ``sherlock.generation.backends``.
+continuation ends right after its first ``</CONCLUSION>`` (unless the sampling settings ask for
+the raw answer: up to the model's end of turn or ``max_new_tokens``). The implementations are
+looked up by name in ``sherlock.generation.backends``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class SamplingParams:
     top_p: float
     max_new_tokens: int
     seed: int
+    # False: the raw answer, not stopped or cut at its first </CONCLUSION> (what the authors'
+    # Stage I data kept of R0's answers).
+    stop_at_conclusion: bool = True
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

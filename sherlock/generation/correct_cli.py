@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument(
+        "--refine-prompt",
+        default=None,
+        help="refine prompt: a shipped wording (clean, trailing_spaces) or a custom file; "
+        "default clean",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--trust-remote-code",

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sherlock.data.chat import encode_prompts, render_prompt
-from sherlock.data.images import fit_pixels, load_rgb
+from sherlock.data.images import fit_pixels, load_rgb, pixel_limits
 from sherlock.data.response import CONCLUSION_END
 from sherlock.generation.base import (
     GenerationBackend,
@@ -105,10 +105,11 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
         trust_remote_code: bool = False,
         image_min_pixels: int | None = None,
         image_max_pixels: int | None = None,
+        image_resample: str = "bicubic",
     ) -> None:
         self._set_batching(batch_size, device, dtype, progress)
         # LLaMA-Factory's resizing of training images, applied to ours too (images.fit_pixels).
-        self.pixels = (image_min_pixels or 1, image_max_pixels) if image_max_pixels else None
+        self.pixels = pixel_limits(image_min_pixels, image_max_pixels, image_resample)
         self.model_path = str(model_path)
         load = model_load_kwargs(self.model_path, trust_remote_code)
         processor = AutoProcessor.from_pretrained(
@@ -180,11 +181,12 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
             "max_new_tokens": sampling.max_new_tokens,
             "eos_token_id": self.eos_token_ids,
             "pad_token_id": self.tokenizer.pad_token_id,
-            "stop_strings": [CONCLUSION_END],
             "tokenizer": self.tokenizer,
             "repetition_penalty": 1.0,
             **decoding_kwargs(sampling),
         }
+        if sampling.stop_at_conclusion:
+            kwargs["stop_strings"] = [CONCLUSION_END]
         return kwargs
 
     @torch.inference_mode()
@@ -212,10 +214,12 @@ class TransformersBackend(GenerationBackend, _BatchSettings):
             texts = self.tokenizer.batch_decode(
                 new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
             )
-            outputs += [
-                cut_continuation(r.assistant_prefix, text)
-                for r, text in zip(batch, texts, strict=True)
-            ]
+            if sampling.stop_at_conclusion:
+                texts = [
+                    cut_continuation(r.assistant_prefix, text)
+                    for r, text in zip(batch, texts, strict=True)
+                ]
+            outputs += texts
             bar.update(len(batch))
         bar.close()
         return outputs

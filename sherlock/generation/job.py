@@ -30,6 +30,24 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         help="let the model folder run its own code (config: base_model.trust_remote_code)",
     )
     parser.add_argument(
+        "--no-conclusion-stop",
+        action="store_true",
+        help="keep each answer raw, to the model's end of turn or --max-new-tokens, instead of "
+        "stopping it after its first </CONCLUSION>",
+    )
+    parser.add_argument(
+        "--native-images",
+        action="store_true",
+        help="answer on each image as stored, the model's processor resizing it as it does "
+        "(--image-*-pixels then only size what training will see)",
+    )
+    parser.add_argument(
+        "--image-resample",
+        choices=("bicubic", "nearest"),
+        default="bicubic",
+        help="the filter images are scaled with (config images.resample)",
+    )
+    parser.add_argument(
         "--image-min-pixels",
         type=int,
         default=None,
@@ -114,8 +132,10 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "dtype": args.dtype,
         "trust_remote_code": args.trust_remote_code,
-        "image_min_pixels": args.image_min_pixels,
-        "image_max_pixels": args.image_max_pixels,
+        # The training limits, unless the model answers on the images as stored.
+        "image_min_pixels": None if args.native_images else args.image_min_pixels,
+        "image_max_pixels": None if args.native_images else args.image_max_pixels,
+        "image_resample": args.image_resample,
     }
     if args.backend == "vllm":
         options.update(
@@ -169,4 +189,5 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
         top_p=args.top_p,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        stop_at_conclusion=not args.no_conclusion_stop,
     )

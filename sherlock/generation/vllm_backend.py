@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sherlock.data.chat import render_prompt
-from sherlock.data.images import fit_pixels, load_rgb
+from sherlock.data.images import fit_pixels, load_rgb, pixel_limits
 from sherlock.data.response import CONCLUSION_END
 from sherlock.generation.base import (
     GenerationBackend,
@@ -177,13 +177,14 @@ class VLLMBackend(_Engine, GenerationBackend):
         max_model_len: int | None = None,
         image_min_pixels: int | None = None,
         image_max_pixels: int | None = None,
+        image_resample: str = "bicubic",
         progress: bool = True,
         engine: Any = None,
     ) -> None:
         from transformers import AutoProcessor
 
         self._settings(model_path, batch_size, progress)
-        self.pixels = (image_min_pixels or 1, image_max_pixels) if image_max_pixels else None
+        self.pixels = pixel_limits(image_min_pixels, image_max_pixels, image_resample)
         self.processor = AutoProcessor.from_pretrained(
             self.model_path, trust_remote_code=trust_remote_code
         )
@@ -213,6 +214,8 @@ class VLLMBackend(_Engine, GenerationBackend):
         if not requests:
             return []
         prompts = [self.prompt(request) for request in requests]
+        if not sampling.stop_at_conclusion:  # the raw answer, to the end of the turn
+            return self._texts(prompts, sampling, stop=())
         texts = self._texts(prompts, sampling, stop=(CONCLUSION_END,))
         return [
             cut_continuation(request.assistant_prefix, text)

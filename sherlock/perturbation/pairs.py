@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from sherlock.data.images import pixel_limits
 from sherlock.data.prompts import load_prompt
 from sherlock.data.response import CONCLUSION_END, extract_answer
 from sherlock.data.sharegpt import write_json
@@ -109,10 +110,13 @@ def generate_pairs(
     config: PerturbationConfig,
     model: str,
     provenance: dict[str, Any] | None = None,
+    prefill_rejected: bool = True,
 ) -> list[dict[str, Any]]:
     """Continue every rejected prefix on its perturbed image, in batches; build the records.
 
-    ``provenance`` (e.g. the online iteration) is added to every record.
+    ``provenance`` (e.g. the online iteration) is added to every record. Without
+    ``prefill_rejected`` a record's ``prefix_l`` is empty: training then pre-fills nothing
+    before the rejected side (the continuation was still generated from the head).
     """
     requests = [
         GenerationRequest(
@@ -135,7 +139,7 @@ def generate_pairs(
             chosen=pair.source.chosen,
             rejected=pair.prefix_l + continuation,
             prefix=pair.prefix,
-            prefix_l=pair.prefix_l,
+            prefix_l=pair.prefix_l if prefill_rejected else "",
             weight=weight,
             truncation=pair.perturbation.truncation,
             noise_level=pair.perturbation.noise_level,
@@ -183,7 +187,12 @@ def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the training's cutoff_len: records whose context cannot fit are left out",
     )
-    parser.add_argument("--refine-prompt", default=None, help="custom refine prompt file")
+    parser.add_argument(
+        "--refine-prompt",
+        default=None,
+        help="refine prompt: a shipped wording (clean, trailing_spaces) or a custom file; "
+        "default clean",
+    )
 
 
 def fitting_rows(
@@ -197,7 +206,7 @@ def fitting_rows(
 
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     examples = [parse_preference_row(row, n, args.output) for n, row in enumerate(rows)]
-    pixels = (args.image_min_pixels or 1, args.image_max_pixels) if args.image_max_pixels else None
+    pixels = pixel_limits(args.image_min_pixels, args.image_max_pixels, args.image_resample)
     refine = load_prompt("refine", args.refine_prompt)
     too_long = overlong_records(processor, examples, refine, args.cutoff_len, pixels)
     kept = [row for n, row in enumerate(rows) if n not in too_long]
@@ -212,13 +221,17 @@ def build_pair_file(
     purpose: str,
     summary_line: Callable[[dict[str, Any]], tuple[str, str]],
     provenance: dict[str, Any] | None = None,
+    prefill_rejected: bool = True,
 ) -> None:
     """Plan and generate the pairs of ``sources``; then (not in a shard job, which only saves
-    its chunks) write them and their statistics, and print ``summary_line(stats)``."""
+    its chunks) write them and their statistics, and print ``summary_line(stats)``.
+    ``prefill_rejected``: see :func:`generate_pairs`."""
     config = PerturbationConfig.from_dict(json.loads(args.perturbation))
     owns = backend.owns if isinstance(backend, ResumableBackend) else None
     planned = plan_pairs(sources, config, args.seed, purpose, args.image_dir, owns)
-    rows = generate_pairs(planned, backend, sampling, config, args.model, provenance)
+    rows = generate_pairs(
+        planned, backend, sampling, config, args.model, provenance, prefill_rejected
+    )
 
     def write_outputs() -> tuple[str, str]:
         # Caught here, not in an 8-GPU job's reference pass: left out, counted and named.

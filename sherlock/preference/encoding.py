@@ -7,6 +7,11 @@ docs/method.md §6, with x the question (+ image), C_l = REFINE(x, Y_l), C_w = R
     l_A2 = (C_l ⊕ p_l, s_w)   l_B2 = (C_l ⊕ p_w, s_l)
     w_A1 … w_B2: the same four with C_w
 
+A target never repeats or skips text: the cross pairs A2 and B2 continue the other side's head
+with the rest of their own response when that response starts with the head (an offline record
+without a pre-filled rejected head, ``prefix_l = ""``: A2 is then the whole Y_w after no
+pre-fill), and with their own suffix s_w or s_l otherwise (an online record, whose heads differ).
+
 Every sequence carries the image. A pre-filled prefix is rendered inside the assistant turn by the
 model's own chat template (``sherlock.data.chat.render_prompt``), so it is context; the labels cover
 exactly the target tokens plus the tokens the template closes an assistant turn with.
@@ -21,7 +26,7 @@ import torch
 from PIL import Image
 
 from sherlock.data.chat import encode_prompts, render_prompt
-from sherlock.data.images import fit_pixels
+from sherlock.data.images import PixelLimits, fit_pixels
 from sherlock.data.prompts import refine_prompt
 from sherlock.preference.losses import SEQUENCE_NAMES
 from sherlock.preference.records import PreferenceExample
@@ -39,6 +44,12 @@ class SequenceSpec:
     target: str
 
 
+def _after(response: str, head: str, own_suffix: str) -> str:
+    """What follows ``head`` pre-filled: the rest of ``response`` when it starts with ``head``,
+    else ``response`` after its own head (``own_suffix``)."""
+    return response[len(head) :] if response.startswith(head) else own_suffix
+
+
 def sequence_specs(example: PreferenceExample, refine_template: str) -> dict[str, SequenceSpec]:
     """The ten sequences of one record, by their docs/method.md §6 names."""
     q, p_w, p_l = example.question, example.prefix, example.prefix_l
@@ -49,11 +60,14 @@ def sequence_specs(example: PreferenceExample, refine_template: str) -> dict[str
         "direct_w": SequenceSpec(q, "", example.chosen),
         "direct_l": SequenceSpec(q, "", example.rejected),
     }
+    # The cross pairs: the chosen text after the rejected head, the rejected after the chosen.
+    s_w_after_p_l = _after(example.chosen, p_l, s_w)
+    s_l_after_p_w = _after(example.rejected, p_w, s_l)
     for tag, context in (("l", c_l), ("w", c_w)):
         specs[f"{tag}_A1"] = SequenceSpec(context, p_w, s_w)
         specs[f"{tag}_B1"] = SequenceSpec(context, p_l, s_l)
-        specs[f"{tag}_A2"] = SequenceSpec(context, p_l, s_w)
-        specs[f"{tag}_B2"] = SequenceSpec(context, p_w, s_l)
+        specs[f"{tag}_A2"] = SequenceSpec(context, p_l, s_w_after_p_l)
+        specs[f"{tag}_B2"] = SequenceSpec(context, p_w, s_l_after_p_w)
     assert tuple(specs) == SEQUENCE_NAMES
     return specs
 
@@ -150,9 +164,9 @@ def encode_sequence(
     return encode_sequences(processor, image, [spec], cutoff_len)[0]
 
 
-def record_image(example: PreferenceExample, pixels: tuple[int, int] | None = None) -> Image.Image:
-    """The record's image in RGB, scaled into ``pixels`` = (min, max) as Stage I trains and
-    generation answers (``sherlock.data.images.fit_pixels``); as stored when None."""
+def record_image(example: PreferenceExample, pixels: PixelLimits | None = None) -> Image.Image:
+    """The record's image in RGB, scaled into ``pixels`` = (min, max[, filter]) as Stage I trains
+    and generation answers (``sherlock.data.images.fit_pixels``); as stored when None."""
     with Image.open(example.image) as handle:
         image = handle.convert("RGB")
     return image if pixels is None else fit_pixels(image, *pixels)
@@ -163,7 +177,7 @@ def encode_example(
     example: PreferenceExample,
     refine_template: str,
     cutoff_len: int | None = None,
-    pixels: tuple[int, int] | None = None,
+    pixels: PixelLimits | None = None,
 ) -> list[dict[str, Any]]:
     """The ten encoded sequences of one record, in SEQUENCE_NAMES order."""
     image = record_image(example, pixels)

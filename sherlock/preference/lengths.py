@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sherlock.data.images import PixelLimits
 from sherlock.preference.encoding import (
     IGNORE_INDEX,
     SequenceSpec,
@@ -39,7 +40,7 @@ def longest_context(
     processor: Any,
     example: PreferenceExample,
     refine_template: str,
-    pixels: tuple[int, int] | None = None,
+    pixels: PixelLimits | None = None,
 ) -> LongestContext:
     """The longest context of the record's ten sequences (each distinct one encoded once)."""
     specs = sequence_specs(example, refine_template)
@@ -67,7 +68,7 @@ def overlong_records(
     examples: list[PreferenceExample],
     refine_template: str,
     cutoff_len: int,
-    pixels: tuple[int, int] | None = None,
+    pixels: PixelLimits | None = None,
 ) -> dict[int, str]:
     """Position → message of every record of ``examples`` that cannot fit ``cutoff_len``."""
     found = {}

@@ -27,6 +27,11 @@ SEQUENCE_NAMES: tuple[str, ...] = (
     "w_B2",
 )
 
+# The sequences whose target is the preferred text: Y_w itself, and s_w after p_w or p_l under
+# both REFINE contexts. γ's NLL covers these five, as the authors' trainer does; it also keeps the
+# model fluent at answering REFINE prompts, which Stage III asks of it.
+CHOSEN_TARGETS: tuple[str, ...] = ("direct_w", "l_A1", "l_A2", "w_A1", "w_A2")
+
 
 def _check_logps(name: str, table: Mapping[str, torch.Tensor]) -> int:
     """The batch size of one table of log-probs; ValueError naming any bad key."""
@@ -65,6 +70,32 @@ def _per_record(name: str, value: torch.Tensor, size: int, like: torch.Tensor) -
     return value.to(device=like.device, dtype=like.dtype)
 
 
+def chosen_nll(
+    policy: Mapping[str, torch.Tensor], n_tokens: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """γ's NLL per record: Σ over the five :data:`CHOSEN_TARGETS` of −ℓθ(t) / n(t).
+
+    Each target's own token-mean NLL, then their sum, as the authors' trainer adds it (γ times
+    the mean NLL of the direct chosen sequence plus that of the two chosen-suffix sequences under
+    each REFINE context). ``policy`` holds the summed target log-probs, ``n_tokens`` the target
+    token counts (labels that are not ignored), both per record. At equal lengths this is five
+    times the mean over the pooled tokens of the five.
+    """
+    missing = [name for name in CHOSEN_TARGETS if name not in policy or name not in n_tokens]
+    if missing:
+        raise ValueError(f"the chosen-side NLL needs log-probs and token counts of {missing}")
+    total = None
+    for name in CHOSEN_TARGETS:
+        logps = policy[name]
+        count = n_tokens[name].to(device=logps.device, dtype=logps.dtype)
+        if (count <= 0).any():
+            raise ValueError(f"{name}: a record has no target tokens, so no mean NLL")
+        term = -logps / count
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
 def sherlock_loss(
     policy: Mapping[str, torch.Tensor],
     reference: Mapping[str, torch.Tensor],
@@ -81,7 +112,8 @@ def sherlock_loss(
     ``policy`` / ``reference`` map each of :data:`SEQUENCE_NAMES` to the summed target log-probs
     of every record. ``beta_dpo`` / ``beta_sc`` are the per-record coefficients that multiply Δ
     (the recipe, reference w·β or paper β_SC(i, ε), is resolved by the caller).
-    ``policy_mean_nll`` (per record or scalar) is required when ``sft_coef`` > 0.
+    ``policy_mean_nll`` (per record or scalar; the trainer passes :func:`chosen_nll`) is
+    required when ``sft_coef`` > 0.
     """
     size = _check_logps("policy", policy)
     ref_size = _check_logps("reference", reference)
@@ -95,7 +127,7 @@ def sherlock_loss(
     if sft_coef > 0 and policy_mean_nll is None:
         raise ValueError(
             f"sft_coef={sft_coef} > 0 needs policy_mean_nll "
-            "(the mean-token NLL of the targets under the policy)"
+            "(the chosen targets' NLL under the policy, chosen_nll)"
         )
 
     # The reference is frozen: never let a gradient reach it, even if the caller forgot no_grad.
@@ -120,7 +152,7 @@ def sherlock_loss(
     sc_chosen = beta_sc * (delta("w_A1", "w_B1") + delta("w_A2", "w_B2"))
     loss_sc_chosen = (1 - sc_chosen) ** 2
 
-    # L = 0.2·L_dpo + 0.8·(L_ref,l + L_ref,w) (+ γ·mean-token NLL), per record, then batch mean.
+    # L = 0.2·L_dpo + 0.8·(L_ref,l + L_ref,w) (+ γ·NLL), per record, then the batch mean.
     per_record = dpo_coef * loss_dpo + sc_coef * (loss_sc_rejected + loss_sc_chosen)
     loss_sft = None
     if sft_coef > 0:

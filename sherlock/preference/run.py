@@ -20,6 +20,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from sherlock.data.images import PixelLimits, pixel_limits
 from sherlock.data.prompts import load_prompt
 from sherlock.preference import lora
 from sherlock.preference.arguments import SherlockConfig, argument_names
@@ -48,15 +49,21 @@ RUN_KEYS = (
     "trust_remote_code",
     "image_min_pixels",
     "image_max_pixels",
+    "image_resample",
 )
 
 
-def image_pixels(ours: dict[str, Any]) -> tuple[int, int] | None:
+def image_pixels(ours: dict[str, Any]) -> PixelLimits | None:
     """(min, max) pixels of the training images: Stage I's limits, which the rules render into
-    every run file; None (images as stored) for a run file without them."""
+    every run file, and the filter when it is not bicubic (``image_resample``); None (images as
+    stored) for a run file without them."""
     if ours.get("image_max_pixels") is None:
         return None
-    return int(ours.get("image_min_pixels") or 1), int(ours["image_max_pixels"])
+    return pixel_limits(
+        int(ours.get("image_min_pixels") or 1),
+        int(ours["image_max_pixels"]),
+        ours.get("image_resample") or "bicubic",
+    )
 
 
 def distributed_relaunch(

@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
 from sherlock.preference.coefficients import Coefficients
+from sherlock.preference.dropout import disable_dropout
 from sherlock.preference.encoding import collate_sequences, encode_example, sequence_log_probs
 from sherlock.preference.freezing import freeze
 from sherlock.preference.lengths import LongestContext, longest_context, overflow_message
 from sherlock.preference.lora import peft_model, reference_weights
-from sherlock.preference.losses import SEQUENCE_NAMES, sherlock_loss
+from sherlock.preference.losses import SEQUENCE_NAMES, chosen_nll, sherlock_loss
 from sherlock.preference.records import PreferenceDataError, PreferenceExample
 from sherlock.runtime.atomic import atomic_output
 from sherlock.runtime.resumable_training import REFERENCE_TABLE
@@ -178,21 +179,6 @@ def batch_log_probs(
     return logps[rows], n_tokens[rows]
 
 
-# The sequences whose target is the preferred text: Y_w itself, and s_w after p_w or p_l under
-# both REFINE contexts. γ's NLL covers all of them, so the SFT term also keeps the model fluent
-# at answering REFINE prompts, which Stage III asks of it.
-CHOSEN_TARGETS = ("direct_w", "l_A1", "l_A2", "w_A1", "w_A2")
-
-
-def chosen_mean_nll(
-    policy: dict[str, torch.Tensor], n_tokens: dict[str, torch.Tensor]
-) -> torch.Tensor:
-    """Per record: the mean-token NLL over the tokens of every chosen-side target."""
-    total = sum(policy[name] for name in CHOSEN_TARGETS)
-    count = sum(n_tokens[name] for name in CHOSEN_TARGETS)
-    return -total / count.clamp(min=1).to(total.dtype)
-
-
 class SherlockTrainer(Trainer):
     """transformers.Trainer with the Sherlock objective as its loss."""
 
@@ -203,6 +189,11 @@ class SherlockTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.reference_model = reference_model
         self._metrics: dict[str, list[float]] = defaultdict(list)
+        if self.args.disable_dropout:
+            # As TRL's DPO trainer: no dropout noise in ℓθ (nor in an on-the-fly ℓref).
+            disable_dropout(self.model)
+            if reference_model is not None:
+                disable_dropout(reference_model)
         # Before the optimizer exists (train() builds it from the trainable parameters only).
         self.frozen_parameters = freeze(
             self.model,
@@ -338,9 +329,9 @@ class SherlockTrainer(Trainer):
                 reference_logps = self.reference_log_probs(model, inputs)
         policy = by_name(policy_logps, records)
         reference = by_name(reference_logps.to(policy_logps.dtype), records)
-        mean_nll = None
+        nll = None
         if self.args.nll_coef > 0:
-            mean_nll = chosen_mean_nll(policy, by_name(n_tokens, records))
+            nll = chosen_nll(policy, by_name(n_tokens, records))
         loss, metrics = sherlock_loss(
             policy,
             reference,
@@ -349,7 +340,7 @@ class SherlockTrainer(Trainer):
             dpo_coef=self.args.dpo_coef,
             sc_coef=self.args.sc_coef,
             sft_coef=self.args.nll_coef,
-            policy_mean_nll=mean_nll,
+            policy_mean_nll=nll,
         )
         for key, value in metrics.items():
             self._metrics[key].append(float(value))

@@ -13,7 +13,10 @@ def sherlock_sft_rows(
 ) -> list[dict]:
     """Two rows per D_B record: (x → Y*) and (REFINE(x, y0) → Y*), y0 being R0's own answer.
 
-    Every record of D_B must have an answer: a missing one is an error, never a dropped row.
+    The direct row keeps the turns before x of a record that has them (D_B written with
+    ``source.multi_turn: whole``, as the authors' Stage I data kept a multi-turn record); the
+    REFINE row is always one turn, on the last question. Every record of D_B must have an
+    answer: a missing one is an error, never a dropped row.
     """
     missing = [r.id for r in d_b if r.id not in first_answers]
     if missing:
@@ -27,6 +30,7 @@ def sherlock_sft_rows(
                 record.question,
                 record.answer,
                 record.image,
+                record.history,
                 kind="direct",
                 source_id=record.id,
             )
