@@ -22,6 +22,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/downloads.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sft.smk"

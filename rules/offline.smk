@@ -12,11 +12,14 @@ rule offline_prefs:
         summary=res("data", "offline_prefs_summary.yaml"),
         images=perturbed_images(res("data", "offline_images")),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("build_offline_prefs"),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         generation=generation_options("continuation"),
+        run=generation_run_options(),
         fit=pair_fit_options("offline"),
+        refine=refine_prompt_option(),
+        refine_prompt=REFINE_PROMPT_ID,
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
@@ -30,8 +33,9 @@ rule offline_prefs:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --data {input.data:q} {params.generation}"
-            " --perturbation {params.perturbation:q} {params.fit} {params.io} > {log:q} 2>&1"
+            " --model {input.model:q} --data {input.data:q} {params.generation} {params.run}"
+            " --perturbation {params.perturbation:q} {params.fit} {params.refine} {params.io}"
+            " > {log:q} 2>&1"
         )
 
 
@@ -53,7 +57,8 @@ use rule offline_prefs as offline_prefs_shard with:
 
 
 rule offline_config:
-    """Run file of the Offline training: initialised from and referenced to Sherlock-SFT."""
+    """Run file of the Offline training: initialised from and referenced to Sherlock-SFT; what
+    the model depends on (how it trains comes at launch, rule offline)."""
     localrule: True  # runs no model: never a cluster submission
     input:
         data=rules.offline_prefs.output.data,
@@ -61,14 +66,13 @@ rule offline_config:
     output:
         run=res("runs", "offline", "train.yaml"),
     params:
-        python=PY,
+        python=how(PY),
         script=script("render_sherlock_run"),
-        hparams=json.dumps(preference_hparams("offline"), sort_keys=True),
+        hparams=training_results(preference_hparams("offline")),
+        global_batch=global_batch(preference_hparams("offline")),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
-        refine=refine_prompt_option(),
+        refine_prompt=REFINE_PROMPT_ID,
         seed=config["seed"],
-        scratch=res("models", "offline.partial"),
-        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
         remote_code=remote_code_option(),
         pixels=image_pixel_options(),
     log:
@@ -77,11 +81,9 @@ rule offline_config:
         TRAIN_ENV
     shell:
         "{params.python} {params.script:q} --model {input.model:q} --data {input.data:q}"
-        " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
-        " --seed {params.seed:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code} {params.pixels}"
-        " --run-file"
-        " {output.run:q} > {log:q} 2>&1"
+        " --hparams {params.hparams:q} --perturbation {params.perturbation:q}"
+        " --seed {params.seed:q} {params.remote_code} {params.pixels}"
+        " --run-file {output.run:q} > {log:q} 2>&1"
 
 
 rule offline:
@@ -93,9 +95,9 @@ rule offline:
     output:
         model=directory(res("models", "offline")),
     params:
-        python=PY,
+        python=how(PY),
         script=script("train_sherlock"),
-        launch=training_launch_options(),
+        launch=training_launch(preference_hparams("offline"), refine_prompt=REFINE_PROMPT),
         tracking=tracking_options,
     resources:
         **training_resources(),

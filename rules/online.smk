@@ -11,10 +11,12 @@ rule candidates:
     output:
         data=res("online", "iter{k}", "candidates.json"),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("build_candidates"),
         generation=generation_options("candidates"),
+        run=generation_run_options(),
         refine=refine_prompt_option(),
+        refine_prompt=REFINE_PROMPT_ID,
         io=gather_io(output="data"),
     resources:
         **generation_resources(),
@@ -28,7 +30,7 @@ rule candidates:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --pool {input.pool:q} {params.generation}"
+            " --model {input.model:q} --pool {input.pool:q} {params.generation} {params.run}"
             " --iteration {wildcards.k:q} {params.refine} {params.io} > {log:q} 2>&1"
         )
 
@@ -59,9 +61,11 @@ rule chosen:
         data=res("online", "iter{k}", "chosen.json"),
         summary=res("online", "iter{k}", "chosen_summary.yaml"),
     params:
-        python=JUDGE_PY,
+        python=how(JUDGE_PY),
         script=script("select_chosen"),
         judge=judge_options(),
+        judge_model=JUDGE_MODEL,
+        judge_run=judge_run_options(),
         target=config["online"]["target_pairs"],
         min_pairs=config["online"]["min_pairs"],
         seed=config["seed"],
@@ -77,7 +81,7 @@ rule chosen:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --candidates {input.candidates:q} {params.judge}"
+            " --candidates {input.candidates:q} {params.judge} {params.judge_run}"
             " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
             " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
         )
@@ -94,11 +98,14 @@ rule rejected:
         summary=res("online", "iter{k}", "rejected_summary.yaml"),
         images=perturbed_images(res("online", "iter{k}", "perturbed_images")),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("build_online_prefs"),
         generation=generation_options("continuation"),
+        run=generation_run_options(),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         fit=pair_fit_options("online"),
+        refine=refine_prompt_option(),
+        refine_prompt=REFINE_PROMPT_ID,
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
@@ -112,9 +119,9 @@ rule rejected:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
+            " --model {input.model:q} --chosen {input.chosen:q} {params.generation} {params.run}"
             " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.fit}"
-            " {params.io}"
+            " {params.refine} {params.io}"
             " > {log:q} 2>&1"
         )
 
@@ -145,8 +152,8 @@ use rule offline_config as iter_config with:
     output:
         run=res("runs", "iter{k}", "train.yaml"),
     params:
-        hparams=json.dumps(preference_hparams("online"), sort_keys=True),
-        scratch=lambda wildcards: res("models", f"iter{wildcards.k}.partial"),
+        hparams=training_results(preference_hparams("online")),
+        global_batch=global_batch(preference_hparams("online")),
     log:
         res("logs", "iter_config_iter{k}.log"),
 
@@ -160,9 +167,9 @@ rule iter_model:
     output:
         model=directory(res("models", "iter{k}")),
     params:
-        python=PY,
+        python=how(PY),
         script=script("train_sherlock"),
-        launch=training_launch_options(),
+        launch=training_launch(preference_hparams("online"), refine_prompt=REFINE_PROMPT),
         tracking=tracking_options,
     resources:
         **training_resources(),

@@ -2,7 +2,8 @@
 
 
 rule r0_config:
-    """LLaMA-Factory YAML and dataset_info.json of the R0 run (full SFT of the base on D_A)."""
+    """LLaMA-Factory YAML and dataset_info.json of the R0 run (full SFT of the base on D_A): what
+    the model depends on; how it trains comes at launch (rule r0)."""
     localrule: True  # runs no model: never a cluster submission
     input:
         data=rules.splits.output.d_a,
@@ -10,15 +11,15 @@ rule r0_config:
         yaml=res("llamafactory", "r0", "train.yaml"),
         info=res("llamafactory", "r0", "dataset_info.json"),
     params:
-        python=PY,
+        python=how(PY),
         script=script("render_llamafactory"),
-        model=base_model_path(),
+        model=how(base_model_path()),
+        base_model=BASE_MODEL,
         template=config["base_model"]["template"],
         dataset_name="sherlock_d_a",
-        hparams=json.dumps(sft_hparams("r0"), sort_keys=True),
+        hparams=training_results(sft_hparams("r0")),
+        global_batch=global_batch(sft_hparams("r0")),
         seed=config["seed"],
-        scratch=res("models", "r0.partial"),
-        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
         remote_code=remote_code_option(),
     log:
         log_file("r0_config"),
@@ -27,8 +28,7 @@ rule r0_config:
     shell:
         "{params.python} {params.script:q} --data {input.data:q} --name {params.dataset_name}"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
-        " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code}"
+        " --hparams {params.hparams:q} {params.remote_code}"
         " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 
@@ -45,9 +45,9 @@ rule r0:
         **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
     params:
-        python=PY,
+        python=how(PY),
         script=script("train_llamafactory"),
-        launch=training_launch_options(),
+        launch=training_launch(sft_hparams("r0"), model_name_or_path=base_model_path()),
         tracking=tracking_options,
     log:
         log_file("r0"),
@@ -72,10 +72,12 @@ rule sherlock_sft_data:
     output:
         data=res("data", "sherlock_sft.json"),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("build_sherlock_sft"),
         generation=generation_options("sherlock_sft"),
+        run=generation_run_options(),
         refine=refine_prompt_option(),
+        refine_prompt=REFINE_PROMPT_ID,
         io=gather_io(output="data"),
     resources:
         **generation_resources(),
@@ -89,7 +91,7 @@ rule sherlock_sft_data:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
+            " --model {input.model:q} --d-b {input.d_b:q} {params.generation} {params.run}"
             " {params.refine} {params.io} > {log:q} 2>&1"
         )
 
@@ -121,8 +123,8 @@ use rule r0_config as sft_config with:
         info=res("llamafactory", "sft", "dataset_info.json"),
     params:
         dataset_name="sherlock_sft",
-        hparams=json.dumps(sft_hparams("sherlock_sft"), sort_keys=True),
-        scratch=res("models", "sft.partial"),
+        hparams=training_results(sft_hparams("sherlock_sft")),
+        global_batch=global_batch(sft_hparams("sherlock_sft")),
     log:
         log_file("sft_config"),
 
@@ -136,6 +138,8 @@ use rule r0 as sft with:
         base=base_model_input(),
     output:
         model=directory(res("models", "sft")),
+    params:
+        launch=training_launch(sft_hparams("sherlock_sft"), model_name_or_path=base_model_path()),
     log:
         log_file("sft"),
     benchmark:
@@ -154,10 +158,11 @@ if PERCEPTION:
             yaml=res("llamafactory", "perception", "train.yaml"),
             info=res("llamafactory", "perception", "dataset_info.json"),
         params:
-            model=res("models", "base_init"),
+            model=how(res("models", "base_init")),
+            base_model="tiny",
             dataset_name="sherlock_perception",
-            hparams=json.dumps(sft_hparams("perception"), sort_keys=True),
-            scratch=res("models", "base.partial"),
+            hparams=training_results(sft_hparams("perception")),
+            global_batch=global_batch(sft_hparams("perception")),
         log:
             log_file("perception_config"),
 
@@ -169,6 +174,10 @@ if PERCEPTION:
             base=rules.tiny_model.output.model,
         output:
             model=directory(res("models", "base")),
+        params:
+            launch=training_launch(
+                sft_hparams("perception"), model_name_or_path=res("models", "base_init")
+            ),
         log:
             log_file("perception"),
         benchmark:
