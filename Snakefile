@@ -23,6 +23,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/downloads.smk"
+include: "rules/shards.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sft.smk"
@@ -39,6 +40,11 @@ rule all:
         res("models", f"iter{ITERATIONS[-1]}"),
         rules.report_figures.input,
         VLMEVALKIT_PREDICTIONS,
+
+
+onstart:
+    # Before the first job: a job about to run that needs something missing stops the run here.
+    stop_if_missing()
 
 
 onsuccess:

@@ -3,7 +3,7 @@
 # ── Reruns follow results (docs/configuration.md, "What reruns") ─────────────────────────────
 # Snakemake reruns a job when one of its compared params, its list of input paths or its rule's
 # shell text changes. What a job computes (data, seeds, hyper-parameters, model, prompts, the
-# rule's command) must decide that; how and where it runs never may. Every rule follows this:
+# command it runs) must decide that; how and where it runs never may. The rules all follow this:
 #   1. A value that decides what the job computes is a plain param: `seed=config["seed"]`.
 #   2. A value that only says how or where the job runs (an interpreter, a script's or scratch
 #      folder's path, the shard count, chunk sizes, workers, checkpointing, tracking, GPU layout,
@@ -601,23 +601,7 @@ def shard_inputs(main_output):
     the shard count (rule shards_done; with one shard it waits for nothing). Its list of inputs
     therefore never changes with generation.shards, and the shard folders it gathers come
     through params (gather_io), which Snakemake does not compare."""
-    return main_output + SHARDS_DONE
-
-
-rule shards_done:
-    """Every shard of a generating step has saved its chunks (none to wait for when a step is
-    one job); a marker, deleted once the step's job has gathered them."""
-    localrule: True
-    input:
-        lambda wildcards: [shard_folder(wildcards.main, shard) for shard in range(SHARDS)]
-        if SHARDS > 1
-        else [],
-    output:
-        temp(touch("{main}" + SHARDS_DONE)),
-    wildcard_constraints:
-        main=r".+\.json",
-    shell:
-        "true"
+    return f"{main_output}{SHARDS_DONE}"
 
 
 def generation_resources():
@@ -683,7 +667,9 @@ if workflow.is_main_process:
         workflow.register_resource("gpu", LAYOUT.gpus)
 
 
-onstart:
+def stop_if_missing():
+    """Called before the first job of a run (the Snakefile's onstart): stop, naming all of them,
+    when a job about to run needs something missing."""
     jobs = [(job.rule.name, dict(job.wildcards_dict)) for job in workflow.dag.needrun_jobs()]
     if message := stop_message(MISSING, jobs):
         raise WorkflowError(message)

@@ -54,6 +54,7 @@ use rule candidates as candidates_shard with:
 
 rule chosen:
     """Self-consistency: keep the items whose turns 1-3 the judge finds equivalent."""
+    localrule: not LLM_JUDGE  # the exact judge runs no model: never a cluster submission
     input:
         candidates=rules.candidates.output.data,
         judge_model=judge_model_input(),
@@ -71,7 +72,7 @@ rule chosen:
         seed=config["seed"],
     resources:
         # only the llm judge runs a model; the exact judge is a few string comparisons
-        **(job_resources("generate") if LLM_JUDGE else {"gpu": 0}),
+        **job_resources("generate" if LLM_JUDGE else "gather"),
     log:
         res("logs", "chosen_iter{k}.log"),
     benchmark:
