@@ -18,7 +18,11 @@
 #      one marker (shard_inputs(), rule shards_done) whatever the shard count.
 #   6. A training's run file (the *_config rules) holds what the model depends on; how it runs
 #      (scratch folder, DeepSpeed, per-device batch and accumulation, workers, checkpointing)
-#      reaches it at launch (--launch JSON, sherlock.reruns.launch_settings).
+#      reaches it at launch (--launch JSON, training_launch()). A new sft/preference key that
+#      only says how a training runs goes into sherlock.reruns.EXECUTION_KEYS.
+#   7. Anything a rule reads from outside results_dir (data, a model, a file) is listed in
+#      sherlock.plan_check.missing_inputs with the rules that need it, and is an input only when
+#      it is there: the plan works without it and a run needing it stops before its first job.
 import json
 import os
 import re
@@ -589,8 +593,10 @@ def shard_folder(main_output, shard="{shard}"):
 
 
 def shard_output(main_output):
-    """A shard job's folder: temporary, deleted once the job gathering it has succeeded."""
-    return temp(directory(shard_folder(main_output)))
+    """A shard job's folder, deleted by the job that gathers it once that job's outputs are
+    written (sherlock.generation.resumable). Not temp(): Snakemake would delete it as soon as
+    the marker job (shards_done), its only consumer in the DAG, had run."""
+    return directory(shard_folder(main_output))
 
 
 SHARDS_DONE = ".shards.done"
