@@ -23,7 +23,6 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/downloads.smk"
-include: "rules/shards.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sft.smk"

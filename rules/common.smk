@@ -14,8 +14,11 @@
 #      sizes, times: moving it reruns nothing); its path travels with how(). A file under
 #      results_dir is an input as usual (a relative path, the same wherever the run lies).
 #   4. The shell text holds no config value: only {params.*}, {input.*}, {output.*}, ...
-#   5. Inputs never depend on how a job runs: a generating step waits for its shards through
-#      one marker (shard_inputs(), rule shards_done) whatever the shard count.
+#   5. Lists of input paths are not compared: the profiles (profiles/default, profiles/slurm)
+#      set rerun-triggers without `input`, since a gathering job's list of shard folders follows
+#      the shard count. Inputs are still compared by their times; so a config choice that
+#      selects WHICH file a job reads is also a plain param of that job (e.g. offline_prefs'
+#      `source_split`, accuracy_table's `benchmarks`), or changing it would rerun nothing.
 #   6. A training's run file (the *_config rules) holds what the model depends on; how it runs
 #      (scratch folder, DeepSpeed, per-device batch and accumulation, workers, checkpointing)
 #      reaches it at launch (--launch JSON, training_launch()). A new sft/preference key that
@@ -593,21 +596,19 @@ def shard_folder(main_output, shard="{shard}"):
 
 
 def shard_output(main_output):
-    """A shard job's folder, deleted by the job that gathers it once that job's outputs are
-    written (sherlock.generation.resumable). Not temp(): Snakemake would delete it as soon as
-    the marker job (shards_done), its only consumer in the DAG, had run."""
-    return directory(shard_folder(main_output))
-
-
-SHARDS_DONE = ".shards.done"
+    """A shard job's folder: temporary, deleted once the job gathering it has succeeded."""
+    return temp(directory(shard_folder(main_output)))
 
 
 def shard_inputs(main_output):
-    """A generating job's wait for its shards: one marker, `<main output>.shards.done`, whatever
-    the shard count (rule shards_done; with one shard it waits for nothing). Its list of inputs
-    therefore never changes with generation.shards, and the shard folders it gathers come
-    through params (gather_io), which Snakemake does not compare."""
-    return f"{main_output}{SHARDS_DONE}"
+    """The shard folders a generating job gathers (none when unsharded). Their list changes
+    with the shard count; the workflow profile keeps Snakemake from comparing lists of input
+    paths (rerun-triggers without `input`), so a new shard count reruns nothing."""
+    if SHARDS == 1:
+        return []
+    return lambda wildcards: [
+        shard_folder(main_output.format(**wildcards), shard) for shard in range(SHARDS)
+    ]
 
 
 def generation_resources():
@@ -626,9 +627,7 @@ def gather_io(**flags):
     def io(wildcards, input, output):
         words = [f"--{flag} {shlex.quote(output[name])}" for flag, name in flags.items()]
         if SHARDS > 1:
-            main = input.shards[: -len(SHARDS_DONE)]
-            folders = [shard_folder(main, shard) for shard in range(SHARDS)]
-            words.append("--saved-chunks " + " ".join(map(shlex.quote, folders)))
+            words.append("--saved-chunks " + " ".join(map(shlex.quote, input.shards)))
         return " ".join(words)
 
     return io

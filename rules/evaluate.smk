@@ -39,7 +39,7 @@ if VLMEVALKIT_BENCHMARKS:
         params:
             python=how(PY),
             script=script("convert_vlmevalkit"),
-            tsv=how(lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"]),
+            tsv=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],  # which file it reads
             metric=lambda wildcards: BENCHMARKS[wildcards.benchmark]["metric"],
             image_root=how(
                 lambda wildcards: (
@@ -106,7 +106,7 @@ rule evaluate:
         rounds=EVALUATION["rounds"],
         max_items=f"--max-items {EVALUATION['max_items']}" if EVALUATION["max_items"] else "",
         image_root_option=how(image_root_option),
-        benchmark_file=how(lambda wildcards: benchmark_path(wildcards.benchmark)),
+        benchmark_file=lambda wildcards: benchmark_path(wildcards.benchmark),  # which it reads
         metric=lambda wildcards: BENCHMARKS[wildcards.benchmark]["metric"],
         conversion=lambda wildcards, input: (
             f"--conversion {shlex.quote(input.conversion)}" if input.conversion else ""
@@ -229,6 +229,7 @@ if BENCHMARKS:
         params:
             python=how(PY),
             script=script("accuracy_table"),
+            benchmarks=",".join(BENCHMARKS),  # which summaries it reads (input)
             checkpoints=",".join(CHECKPOINTS),
             paper="--compare-with-paper" if EVALUATION["compare_with_paper"] else "",
         log:
@@ -258,6 +259,7 @@ if BENCHMARKS:
         params:
             python=how(PY),
             script=script("does_it_work"),
+            iterations=ITERATIONS,  # which summaries it reads (input)
         log:
             log_file("does_it_work"),
         conda:
@@ -337,6 +339,7 @@ rule data_report:
     params:
         python=how(PY),
         script=script("data_report"),
+        iterations=ITERATIONS,  # which files it reads (input)
     log:
         log_file("data_report"),
     conda:

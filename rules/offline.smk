@@ -14,6 +14,7 @@ rule offline_prefs:
     params:
         python=how(PY_GEN),
         script=script("build_offline_prefs"),
+        source_split=config["offline"]["source_split"],  # which split it reads (input)
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         generation=generation_options("continuation"),
         run=generation_run_options(),

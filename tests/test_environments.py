@@ -61,8 +61,6 @@ def test_every_rule_with_a_command_names_the_env_of_its_stack():
         if name == "chosen":  # the stack of its judge (the llm judge: the generation stack)
             expected, python = "JUDGE_ENV", "JUDGE_PY"
         assert re.search(rf"conda:\s+{expected}\b", block), name
-        if name == "shards_done":
-            continue  # a marker written by the shell itself: no Python
         assert re.search(rf"python=how\({python}\),", block), name  # never compared
         # the command starts with the stack's interpreter, itself or through gpu_launch (whose
         # command is "{params.python} -m sherlock.runtime.gpu_slots ... -- {params.python} ...")

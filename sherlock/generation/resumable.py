@@ -212,17 +212,9 @@ class ResumableBackend(GenerationBackend):
         )
 
     def finish(self) -> None:
-        """Forget the progress once the job's outputs are written: its own chunks, and the shard
-        folders it gathered (the workflow leaves their deletion to this job, which is the only
-        one that reads them)."""
+        """Forget the progress once the job's outputs are written."""
         _log(f"generation: {self.report()}")
         shutil.rmtree(self.progress_dir, ignore_errors=True)
-        for folder in self.saved_dirs:
-            shutil.rmtree(folder, ignore_errors=True)
-            try:
-                folder.parent.rmdir()  # <output>.shards/, once every shard's folder is gone
-            except OSError:
-                pass
 
 
 def _log(message: str) -> None:
