@@ -66,7 +66,9 @@ rule source_records:
         python=how(PY),
         script=script("prepare_records"),
         format="llava_cot" if SYNTHETIC else config["source"]["format"],
-        source=source_file(),  # which file it reads (a file you give: known by its path)
+        source=how(source_file()),
+        # which file it reads (a file you give is known by its path): compared
+        source_file={"source.path": source_file()},
         image_root=how(source_image_root(source_file())),
         max_invalid_fraction=config["source"]["max_invalid_fraction"],
         max_image_pixels=config["source"]["max_image_pixels"],
