@@ -31,6 +31,7 @@ if (config.get("ablations") or {}).get("seeds"):
 else:
 
     include: "rules/common.smk"
+    include: "rules/downloads.smk"
     include: "rules/data.smk"
     include: "rules/base.smk"
     include: "rules/sft.smk"
@@ -47,6 +48,10 @@ else:
             res("models", f"iter{ITERATIONS[-1]}"),
             rules.report_figures.input,
             VLMEVALKIT_PREDICTIONS,
+
+    onstart:
+        # Before the first job: a job about to run that needs something missing stops the run.
+        stop_if_missing()
 
     onsuccess:
         # One line per finished step (records in/out, acceptance, losses, accuracy), oldest first.

@@ -31,6 +31,8 @@ for _run in ABLATION_RUNS:
 # Each run's own globals: its res(), CHECKPOINTS, BENCHMARKS, STAGES (rules/common.smk).
 RUN = {entry.name: globals()[entry.name] for entry in ABLATION_RUNS}
 FIRST = RUN[ABLATION_RUNS[0].name]
+# The comparison's own jobs run in the first run's stack, with its helpers (rules/common.smk).
+PY, TRAIN_ENV, how, script = FIRST.PY, FIRST.TRAIN_ENV, FIRST.how, FIRST.script
 
 
 # Where runs share a stage, the first run's rule builds it: the same rule of later runs gives way.
@@ -79,9 +81,8 @@ rule ablation_comparison:
             labels={"figure": "paired differences (plot)"},
         ),
     params:
-        # how the job runs, not what it computes: functions of the output, never compared
-        python=lambda wildcards, output: FIRST.PY,
-        script=lambda wildcards, output: FIRST.script("paired_comparison"),
+        python=how(PY),  # how() and script(): how the job runs, never compared
+        script=script("paired_comparison"),
         runs=json.dumps(SCORED_ITEMS, sort_keys=True),
         baseline=BASELINE,
         bootstrap=(
@@ -91,7 +92,7 @@ rule ablation_comparison:
     log:
         ablation_path("logs", "ablation_comparison.log"),
     conda:
-        FIRST.TRAIN_ENV
+        TRAIN_ENV
     shell:
         "{params.python} {params.script:q} --runs {params.runs:q} --baseline {params.baseline:q}"
         " {params.bootstrap} --json {output.json:q} --csv {output.csv:q}"
@@ -120,14 +121,13 @@ rule ablation_study:
     wildcard_constraints:
         variant="|".join(VARIANTS),
     params:
-        # how the job runs, not what it computes: functions of the output, never compared
-        python=lambda wildcards, output: FIRST.PY,
-        script=lambda wildcards, output: FIRST.script("ablation_study"),
+        python=how(PY),  # how() and script(): how the job runs, never compared
+        script=script("ablation_study"),
         runs=lambda wildcards: json.dumps(study_runs(wildcards.variant), sort_keys=True),
     log:
         ablation_path("logs", "ablation_study_{variant}.log"),
     conda:
-        FIRST.TRAIN_ENV
+        TRAIN_ENV
     shell:
         "{params.python} {params.script:q} --variant {wildcards.variant:q} --runs {params.runs:q}"
         " --paired {input.paired:q} --json {output.json:q} --markdown {output.markdown:q}"
@@ -156,13 +156,12 @@ rule ablation_study_page:
     wildcard_constraints:
         variant="|".join(VARIANTS),
     params:
-        # how the job runs, not what it computes: functions of the output, never compared
-        python=lambda wildcards, output: FIRST.PY,
-        script=lambda wildcards, output: FIRST.script("seed_study_page"),
+        python=how(PY),  # how() and script(): how the job runs, never compared
+        script=script("seed_study_page"),
     log:
         ablation_path("logs", "ablation_study_page_{variant}.log"),
     conda:
-        FIRST.TRAIN_ENV
+        TRAIN_ENV
     shell:
         "{params.python} {params.script:q} --study {input.study:q} --html {output.html:q}"
         " --figure {output.figure:q} > {log:q} 2>&1"

@@ -10,11 +10,13 @@ rule tiny_model:
         # With a perception stage (rules/sft.smk) this is its starting point, not the base.
         model=directory(res("models", "base_init" if PERCEPTION else "base")),
     params:
-        python=PY,
+        python=how(PY),
         script=script("build_tiny_model"),
         seed=config["seed"],
         image_size=config["synthetic"]["image_size"],
         size=config["tiny_model"],
+    resources:
+        **job_resources("gather"),
     log:
         log_file("tiny_model"),
     benchmark:
@@ -39,11 +41,13 @@ rule tiny_judge:
     output:
         model=directory(res("models", "judge")),
     params:
-        python=PY,
+        python=how(PY),
         script=script("build_tiny_judge"),
         seed=config["seed"],
         size=config["tiny_judge"],
         vocab_size=config["tiny_model"]["vocab_size"],
+    resources:
+        **job_resources("gather"),
     log:
         log_file("tiny_judge"),
     benchmark:

@@ -8,7 +8,7 @@ rule synthetic_data:
         test=res("synthetic", "test.jsonl"),
         images=directory(res("synthetic", "images")),
     params:
-        python=PY,
+        python=how(PY),
         script=script("build_synthetic"),
         n_train=config["synthetic"]["n_train"],
         n_test=config["synthetic"]["n_test"],
@@ -39,7 +39,7 @@ if PERCEPTION:
             data=res("data", "perception.json"),
             images=directory(res("synthetic", "perception_images")),
         params:
-            python=PY,
+            python=how(PY),
             script=script("build_perception_data"),
             n=config["tiny_model"]["perception_images"],
             image_size=config["synthetic"]["image_size"],
@@ -57,18 +57,23 @@ if PERCEPTION:
 rule source_records:
     """Read and validate the source; invalid records go to rejects.jsonl with their reason."""
     input:
-        source=source_file(),
+        source=source_input(),
     output:
         records=res("data", "records.jsonl"),
         rejects=res("data", "rejects.jsonl"),
         summary=res("data", "source_summary.json"),
     params:
-        python=PY,
+        python=how(PY),
         script=script("prepare_records"),
         format="llava_cot" if SYNTHETIC else config["source"]["format"],
-        image_root=lambda wildcards, input: source_image_root(input.source),
+        source=how(source_file()),
+        # which file it reads (a file you give is known by its path): compared
+        source_file={"source.path": source_file()},
+        image_root=how(source_image_root(source_file())),
         max_invalid_fraction=config["source"]["max_invalid_fraction"],
         max_image_pixels=config["source"]["max_image_pixels"],
+    resources:
+        **job_resources("gather"),
     log:
         log_file("source_records"),
     benchmark:
@@ -76,7 +81,7 @@ rule source_records:
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} {params.script:q} --source {input.source:q} --format {params.format:q}"
+        "{params.python} {params.script:q} --source {params.source:q} --format {params.format:q}"
         " --image-root {params.image_root:q}"
         " --max-invalid-fraction {params.max_invalid_fraction:q}"
         " --max-image-pixels {params.max_image_pixels:q}"
@@ -94,7 +99,7 @@ rule splits:
         d_b=res("data", "D_B.json"),
         pools=expand(res("data", "pool_{k}.json"), k=ITERATIONS),
     params:
-        python=PY,
+        python=how(PY),
         script=script("make_splits"),
         d_a=config["splits"]["d_a"],
         d_b=config["splits"]["d_b"],

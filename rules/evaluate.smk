@@ -10,7 +10,7 @@ rule heldout_benchmark:
     output:
         benchmark=res("eval", "benchmarks", "heldout.jsonl"),
     params:
-        python=PY,
+        python=how(PY),
         script=script("build_heldout_benchmark"),
         image_root=lambda wildcards, input: os.path.dirname(input.test),
     log:
@@ -29,7 +29,7 @@ if VLMEVALKIT_BENCHMARKS:
         folder, its malformed rows named and counted (never dropped silently)."""
         localrule: True  # runs no model: never a cluster submission
         input:
-            tsv=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],
+            tsv=lambda wildcards: benchmark_file_input(wildcards.benchmark),
         output:
             benchmark=res("eval", "benchmarks", "{benchmark}.jsonl"),
             images=directory(res("eval", "benchmarks", "{benchmark}_images")),
@@ -37,20 +37,23 @@ if VLMEVALKIT_BENCHMARKS:
         wildcard_constraints:
             benchmark=benchmark_pattern(VLMEVALKIT_BENCHMARKS),
         params:
-            python=PY,
+            python=how(PY),
             script=script("convert_vlmevalkit"),
+            tsv=lambda wildcards: BENCHMARKS[wildcards.benchmark]["path"],  # which file it reads
             metric=lambda wildcards: BENCHMARKS[wildcards.benchmark]["metric"],
-            image_root=lambda wildcards: (
-                f"--image-root {shlex.quote(BENCHMARKS[wildcards.benchmark]['image_root'])}"
-                if BENCHMARKS[wildcards.benchmark]["image_root"]
-                else ""
+            image_root=how(
+                lambda wildcards: (
+                    f"--image-root {shlex.quote(BENCHMARKS[wildcards.benchmark]['image_root'])}"
+                    if BENCHMARKS[wildcards.benchmark]["image_root"]
+                    else ""
+                )
             ),
         log:
             res("logs", "vlmevalkit_benchmark_{benchmark}.log"),
         conda:
             TRAIN_ENV
         shell:
-            "{params.python} {params.script:q} --tsv {input.tsv:q} --metric {params.metric:q}"
+            "{params.python} {params.script:q} --tsv {params.tsv:q} --metric {params.metric:q}"
             " {params.image_root} --output {output.benchmark:q} --images {output.images:q}"
             " --summary {output.summary:q} > {log:q} 2>&1"
 
@@ -67,7 +70,7 @@ if VLMEVALKIT_BENCHMARKS:
             benchmark=benchmark_pattern(VLMEVALKIT_BENCHMARKS),
             checkpoint=benchmark_pattern(CHECKPOINTS),
         params:
-            python=PY,
+            python=how(PY),
             script=script("vlmevalkit_predictions"),
             dataset=lambda wildcards: Path(BENCHMARKS[wildcards.benchmark]["path"]).stem,
             answer_from=lambda wildcards: answer_from(wildcards.checkpoint),
@@ -95,19 +98,23 @@ rule evaluate:
         checkpoint=benchmark_pattern(CHECKPOINTS),
         benchmark="|".join(re.escape(name) for name in BENCHMARKS),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("evaluate_checkpoint"),
-        model=lambda wildcards: checkpoint_path(wildcards.checkpoint),
+        model=how(lambda wildcards: checkpoint_path(wildcards.checkpoint)),
+        checkpoint=checkpoint_identity,
         generation=generation_options("evaluation"),
+        run=generation_run_options(),
         rounds=EVALUATION["rounds"],
         max_items=f"--max-items {EVALUATION['max_items']}" if EVALUATION["max_items"] else "",
-        image_root_option=image_root_option,
+        image_root_option=how(image_root_option),
+        benchmark_file=lambda wildcards: benchmark_path(wildcards.benchmark),  # which it reads
         metric=lambda wildcards: BENCHMARKS[wildcards.benchmark]["metric"],
         answer_from=lambda wildcards: answer_from(wildcards.checkpoint),
         conversion=lambda wildcards, input: (
             f"--conversion {shlex.quote(input.conversion)}" if input.conversion else ""
         ),
         refine=refine_prompt_option("evaluation"),
+        refine_prompt=refine_prompt_id("evaluation"),
         io=gather_io(responses="responses", summary="summary"),
     resources:
         **generation_resources(),
@@ -121,8 +128,8 @@ rule evaluate:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {params.model:q} {params.generation}"
-            " --checkpoint-name {wildcards.checkpoint:q} --benchmark {input.benchmark:q}"
+            " --model {params.model:q} {params.generation} {params.run}"
+            " --checkpoint-name {wildcards.checkpoint:q} --benchmark {params.benchmark_file:q}"
             " --benchmark-name {wildcards.benchmark:q} {params.image_root_option} --rounds"
             " {params.rounds:q} --metric {params.metric:q} --answer-from {params.answer_from}"
             " {params.conversion}"
@@ -165,11 +172,7 @@ if JUDGED_BENCHMARKS:
             responses=rules.evaluate.output.responses,
             scores=rules.evaluate.output.summary,
             # the judge model as a file dependency when it is a local folder
-            judge_model=(
-                EVALUATION["judge"]["model"]
-                if os.path.isdir(EVALUATION["judge"]["model"])
-                else []
-            ),
+            judge_model=model_input(EVALUATION["judge"]["model"]),
         output:
             responses=res("eval", "{benchmark}", "{checkpoint}_judged.json"),
             summary=res("eval", "{benchmark}", "{checkpoint}_judged_scores.json"),
@@ -177,9 +180,11 @@ if JUDGED_BENCHMARKS:
             benchmark=benchmark_pattern(JUDGED_BENCHMARKS),
             checkpoint=benchmark_pattern(CHECKPOINTS),
         params:
-            python=PY_GEN,
+            python=how(PY_GEN),
             script=script("judge_open_answers"),
             judge=evaluation_judge_options(),
+            judge_model=EVALUATION_JUDGE_MODEL,
+            judge_run=evaluation_judge_run_options(),
         resources:
             **job_resources("generate"),
         log:
@@ -189,7 +194,8 @@ if JUDGED_BENCHMARKS:
         shell:
             gpu_launch(
                 "{params.script:q} --responses {input.responses:q} --scores {input.scores:q}"
-                " {params.judge} --output {output.responses:q} --summary {output.summary:q}"
+                " {params.judge} {params.judge_run} --output {output.responses:q}"
+                " --summary {output.summary:q}"
                 " > {log:q} 2>&1"
             )
 
@@ -224,8 +230,9 @@ if BENCHMARKS:
                 labels={"figure": "accuracy by turn"},
             ),
         params:
-            python=PY,
+            python=how(PY),
             script=script("accuracy_table"),
+            benchmarks=",".join(BENCHMARKS),  # which summaries it reads (input)
             checkpoints=",".join(CHECKPOINTS),
             paper="--compare-with-paper" if EVALUATION["compare_with_paper"] else "",
         log:
@@ -253,8 +260,9 @@ if BENCHMARKS:
             ),
             json=res("eval", "does_it_work.json"),
         params:
-            python=PY,
+            python=how(PY),
             script=script("does_it_work"),
+            iterations=ITERATIONS,  # which summaries it reads (input)
         log:
             log_file("does_it_work"),
         conda:
@@ -325,7 +333,7 @@ rule training_curves:
     wildcard_constraints:
         stage="|".join(TRAINED),
     params:
-        python=PY,
+        python=how(PY),
         script=script("training_curves"),
     log:
         res("logs", "training_curves_{stage}.log"),
@@ -368,8 +376,9 @@ rule data_report:
             labels={"figure": "online acceptance"},
         ),
     params:
-        python=PY,
+        python=how(PY),
         script=script("data_report"),
+        iterations=ITERATIONS,  # which files it reads (input)
     log:
         log_file("data_report"),
     conda:
@@ -390,9 +399,6 @@ if SEED_STUDY:
         """The demo's scores over seeds (evaluation.seed_study: an ablation's study of a variant
         over its seeds, docs/ablations.md) as a report page beside this run's own."""
         localrule: True  # runs no model: never a cluster submission
-        input:
-            study=SEED_STUDY,
-            figure=str(Path(SEED_STUDY).with_suffix(".png")),
         output:
             html=report(
                 res("report", "seed_study.html"),
@@ -407,14 +413,18 @@ if SEED_STUDY:
                 labels={"figure": "score by turn over seeds"},
             ),
         params:
-            python=PY,
+            python=how(PY),
             script=script("seed_study_page"),
+            # a workflow file: compared by identity, not by where the checkout lies
+            study=how(SEED_STUDY),
+            study_id=identity(SEED_STUDY),
+            figure_id=identity(str(Path(SEED_STUDY).with_suffix(".png"))),
         log:
             log_file("seed_study"),
         conda:
             TRAIN_ENV
         shell:
-            "{params.python} {params.script:q} --study {input.study:q} --html {output.html:q}"
+            "{params.python} {params.script:q} --study {params.study:q} --html {output.html:q}"
             " --figure {output.figure:q} > {log:q} 2>&1"
 
 

@@ -17,10 +17,12 @@ if LORA_STAGES:
         wildcard_constraints:
             stage="|".join(LORA_STAGES),
         params:
-            # how the job runs, not what it computes: functions of the output, never compared
-            python=lambda wildcards, output: PY,
-            script=lambda wildcards, output: script("merge_adapters"),
-            root=lambda wildcards: merge_root(wildcards.stage)[0],
+            python=how(PY),
+            script=script("merge_adapters"),
+            root=how(lambda wildcards: merge_root(wildcards.stage)[0]),
+            # what the merge starts from (compared): the base model's identity, or a model
+            # built here (an input)
+            root_model=lambda wildcards: merge_root_identity(wildcards.stage),
             template=config["base_model"]["template"],
             remote_code=remote_code_option(),
         resources:

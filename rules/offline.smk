@@ -13,12 +13,16 @@ rule offline_prefs:
         summary=res("data", "offline_prefs_summary.yaml"),
         images=perturbed_images(res("data", "offline_images")),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("build_offline_prefs"),
+        source_split=config["offline"]["source_split"],  # which split it reads (input)
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         generation=generation_options("continuation"),
+        run=generation_run_options(),
         # the rejected side's pre-fill (offline.rejected_prefill) is a pair-building option
         fit=pair_fit_options("offline") + rejected_prefill_option(),
+        refine=refine_prompt_option("preference"),
+        refine_prompt=refine_prompt_id("preference"),
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
@@ -32,8 +36,9 @@ rule offline_prefs:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --data {input.data:q} {params.generation}"
-            " --perturbation {params.perturbation:q} {params.fit} {params.io} > {log:q} 2>&1"
+            " --model {input.model:q} --data {input.data:q} {params.generation} {params.run}"
+            " --perturbation {params.perturbation:q} {params.fit} {params.refine} {params.io}"
+            " > {log:q} 2>&1"
         )
 
 
@@ -55,7 +60,8 @@ use rule offline_prefs as offline_prefs_shard with:
 
 
 rule offline_config:
-    """Run file of the Offline training: initialised from and referenced to Sherlock-SFT."""
+    """Run file of the Offline training: initialised from and referenced to Sherlock-SFT; what
+    the model depends on (how it trains comes at launch, rule offline)."""
     localrule: True  # runs no model: never a cluster submission
     input:
         data=rules.offline_prefs.output.data,
@@ -63,14 +69,13 @@ rule offline_config:
     output:
         run=res("runs", "offline", "train.yaml"),
     params:
-        python=PY,
+        python=how(PY),
         script=script("render_sherlock_run"),
-        hparams=json.dumps(preference_hparams("offline"), sort_keys=True),
+        hparams=training_results(preference_hparams("offline")),
+        global_batch=global_batch(preference_hparams("offline")),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
-        refine=refine_prompt_option("preference"),
+        refine_prompt=refine_prompt_id("preference"),
         seed=config["seed"],
-        scratch=res("models", "offline.partial"),
-        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
         remote_code=remote_code_option(),
         pixels=image_pixel_options(),
     log:
@@ -79,11 +84,9 @@ rule offline_config:
         TRAIN_ENV
     shell:
         "{params.python} {params.script:q} --model {input.model:q} --data {input.data:q}"
-        " --hparams {params.hparams:q} --perturbation {params.perturbation:q} {params.refine}"
-        " --seed {params.seed:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code} {params.pixels}"
-        " --run-file"
-        " {output.run:q} > {log:q} 2>&1"
+        " --hparams {params.hparams:q} --perturbation {params.perturbation:q}"
+        " --seed {params.seed:q} {params.remote_code} {params.pixels}"
+        " --run-file {output.run:q} > {log:q} 2>&1"
 
 
 rule offline:
@@ -96,9 +99,9 @@ rule offline:
     output:
         model=trained_output("offline"),
     params:
-        python=PY,
+        python=how(PY),
         script=script("train_sherlock"),
-        launch=training_launch_options(),
+        launch=training_launch(preference_hparams("offline"), refine_prompt=refine_choice_of("preference")),
         tracking=tracking_options,
     resources:
         **training_resources(),

@@ -11,10 +11,12 @@ rule candidates:
     output:
         data=res("online", "iter{k}", "candidates.json"),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("build_candidates"),
         generation=generation_options("candidates"),
+        run=generation_run_options(),
         refine=refine_prompt_option("candidates"),
+        refine_prompt=refine_prompt_id("candidates"),
         io=gather_io(output="data"),
     resources:
         **generation_resources(),
@@ -28,7 +30,7 @@ rule candidates:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --pool {input.pool:q} {params.generation}"
+            " --model {input.model:q} --pool {input.pool:q} {params.generation} {params.run}"
             " --iteration {wildcards.k:q} {params.refine} {params.io} > {log:q} 2>&1"
         )
 
@@ -52,6 +54,7 @@ use rule candidates as candidates_shard with:
 
 rule chosen:
     """Self-consistency: keep the items whose turns 1-3 the judge finds equivalent."""
+    localrule: not LLM_JUDGE  # the exact judge runs no model: never a cluster submission
     input:
         candidates=rules.candidates.output.data,
         judge_model=judge_model_input(),
@@ -59,15 +62,17 @@ rule chosen:
         data=res("online", "iter{k}", "chosen.json"),
         summary=res("online", "iter{k}", "chosen_summary.yaml"),
     params:
-        python=JUDGE_PY,
+        python=how(JUDGE_PY),
         script=script("select_chosen"),
         judge=judge_options(),
+        judge_model=JUDGE_MODEL,
+        judge_run=judge_run_options(),
         target=config["online"]["target_pairs"],
         min_pairs=config["online"]["min_pairs"],
         seed=config["seed"],
     resources:
         # only the llm judge runs a model; the exact judge is a few string comparisons
-        **(job_resources("generate") if LLM_JUDGE else {"gpu": 0}),
+        **job_resources("generate" if LLM_JUDGE else "gather"),
     log:
         res("logs", "chosen_iter{k}.log"),
     benchmark:
@@ -77,7 +82,7 @@ rule chosen:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --candidates {input.candidates:q} {params.judge}"
+            " --candidates {input.candidates:q} {params.judge} {params.judge_run}"
             " --seed {params.seed:q} --target {params.target:q} --min-pairs {params.min_pairs:q}"
             " --output {output.data:q} --summary {output.summary:q} > {log:q} 2>&1"
         )
@@ -94,11 +99,14 @@ rule rejected:
         summary=res("online", "iter{k}", "rejected_summary.yaml"),
         images=perturbed_images(res("online", "iter{k}", "perturbed_images")),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("build_online_prefs"),
         generation=generation_options("continuation"),
+        run=generation_run_options(),
         perturbation=json.dumps(config["perturbation"], sort_keys=True),
         fit=pair_fit_options("online"),
+        refine=refine_prompt_option("preference"),
+        refine_prompt=refine_prompt_id("preference"),
         io=gather_io(**{"image-dir": "images", "output": "data", "summary": "summary"}),
     resources:
         **generation_resources(),
@@ -112,9 +120,9 @@ rule rejected:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --chosen {input.chosen:q} {params.generation}"
+            " --model {input.model:q} --chosen {input.chosen:q} {params.generation} {params.run}"
             " --iteration {wildcards.k:q} --perturbation {params.perturbation:q} {params.fit}"
-            " {params.io}"
+            " {params.refine} {params.io}"
             " > {log:q} 2>&1"
         )
 
@@ -145,8 +153,8 @@ use rule offline_config as iter_config with:
     output:
         run=res("runs", "iter{k}", "train.yaml"),
     params:
-        hparams=json.dumps(preference_hparams("online"), sort_keys=True),
-        scratch=lambda wildcards: res("models", f"iter{wildcards.k}.partial"),
+        hparams=training_results(preference_hparams("online")),
+        global_batch=global_batch(preference_hparams("online")),
     log:
         res("logs", "iter_config_iter{k}.log"),
 
@@ -160,9 +168,9 @@ rule iter_model:
     output:
         model=trained_output("iter{k}"),
     params:
-        python=PY,
+        python=how(PY),
         script=script("train_sherlock"),
-        launch=training_launch_options(),
+        launch=training_launch(preference_hparams("online"), refine_prompt=refine_choice_of("preference")),
         tracking=tracking_options,
     resources:
         **training_resources(),

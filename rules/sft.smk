@@ -8,23 +8,25 @@ rule whole_turns:
     what R0 trains on and Stage I's direct rows, as the authors kept them."""
     localrule: True  # runs no model: never a cluster submission
     input:
-        source=source_file(),
+        source=source_input(),
         split=res("data", "{split}.json"),
     output:
         data=res("data", "{split}_whole_turns.json"),
     wildcard_constraints:
         split="D_A|D_B",
     params:
-        python=PY,
+        python=how(PY),
         script=script("whole_turn_rows"),
         format="llava_cot" if SYNTHETIC else config["source"]["format"],
-        image_root=lambda wildcards, input: source_image_root(input.source),
+        source=how(source_file()),
+        source_file={"source.path": source_file()},  # which file it reads: compared
+        image_root=how(source_image_root(source_file())),
     log:
         res("logs", "whole_turns_{split}.log"),
     conda:
         TRAIN_ENV
     shell:
-        "{params.python} {params.script:q} --source {input.source:q} --format {params.format:q}"
+        "{params.python} {params.script:q} --source {params.source:q} --format {params.format:q}"
         " --image-root {params.image_root:q} --split {input.split:q}"
         " --output {output.data:q} > {log:q} 2>&1"
 
@@ -44,7 +46,7 @@ rule fitted_stage_one_data:
     wildcard_constraints:
         run="r0|sft|perception",
     params:
-        python=PY,
+        python=how(PY),
         script=script("fit_stage_one_images"),
         pixels=image_pixel_options(),
     resources:
@@ -60,7 +62,8 @@ rule fitted_stage_one_data:
 
 
 rule r0_config:
-    """LLaMA-Factory YAML and dataset_info.json of the R0 run (full SFT of the base on D_A)."""
+    """LLaMA-Factory YAML and dataset_info.json of the R0 run (full SFT of the base on D_A): what
+    the model depends on; how it trains comes at launch (rule r0)."""
     localrule: True  # runs no model: never a cluster submission
     input:
         data=stage_one_data("r0", annotated_split("D_A")),
@@ -68,15 +71,15 @@ rule r0_config:
         yaml=res("llamafactory", "r0", "train.yaml"),
         info=res("llamafactory", "r0", "dataset_info.json"),
     params:
-        python=PY,
+        python=how(PY),
         script=script("render_llamafactory"),
-        model=base_model_path(),
+        model=how(base_model_path()),
+        base_model=BASE_MODEL,
         template=config["base_model"]["template"],
         dataset_name="sherlock_d_a",
-        hparams=json.dumps(sft_hparams("r0"), sort_keys=True),
+        hparams=training_results(sft_hparams("r0")),
+        global_batch=global_batch(sft_hparams("r0")),
         seed=config["seed"],
-        scratch=res("models", "r0.partial"),
-        checkpointing=json.dumps(config["checkpointing"], sort_keys=True),
         remote_code=remote_code_option(),
     log:
         log_file("r0_config"),
@@ -85,8 +88,7 @@ rule r0_config:
     shell:
         "{params.python} {params.script:q} --data {input.data:q} --name {params.dataset_name}"
         " --model {params.model:q} --template {params.template:q} --seed {params.seed:q}"
-        " --hparams {params.hparams:q} --output-dir {params.scratch:q}"
-        " --checkpointing {params.checkpointing:q} {params.remote_code}"
+        " --hparams {params.hparams:q} {params.remote_code}"
         " --yaml {output.yaml:q} --info {output.info:q} > {log:q} 2>&1"
 
 
@@ -103,9 +105,9 @@ rule r0:
         **training_resources(),
     threads: config["resources"]["train"]["cpus_per_task"]
     params:
-        python=PY,
+        python=how(PY),
         script=script("train_llamafactory"),
-        launch=training_launch_options(),
+        launch=training_launch(sft_hparams("r0"), model_name_or_path=base_model_path()),
         tracking=tracking_options,
     log:
         log_file("r0"),
@@ -130,11 +132,13 @@ rule sherlock_sft_data:
     output:
         data=res("data", "sherlock_sft.json"),
     params:
-        python=PY_GEN,
+        python=how(PY_GEN),
         script=script("build_sherlock_sft"),
         # R0's raw y0 (generation.sherlock_sft.stop_at_conclusion false) is a generation option
         generation=generation_options("sherlock_sft") + conclusion_stop_option(),
+        run=generation_run_options(),
         refine=refine_prompt_option("sft_data"),
+        refine_prompt=refine_prompt_id("sft_data"),
         io=gather_io(output="data"),
     resources:
         **generation_resources(),
@@ -148,7 +152,7 @@ rule sherlock_sft_data:
     shell:
         gpu_launch(
             "{params.script:q}"
-            " --model {input.model:q} --d-b {input.d_b:q} {params.generation}"
+            " --model {input.model:q} --d-b {input.d_b:q} {params.generation} {params.run}"
             " {params.refine} {params.io} > {log:q} 2>&1"
         )
 
@@ -180,8 +184,8 @@ use rule r0_config as sft_config with:
         info=res("llamafactory", "sft", "dataset_info.json"),
     params:
         dataset_name="sherlock_sft",
-        hparams=json.dumps(sft_hparams("sherlock_sft"), sort_keys=True),
-        scratch=res("models", "sft.partial"),
+        hparams=training_results(sft_hparams("sherlock_sft")),
+        global_batch=global_batch(sft_hparams("sherlock_sft")),
     log:
         log_file("sft_config"),
 
@@ -195,6 +199,8 @@ use rule r0 as sft with:
         base=base_model_input(),
     output:
         model=trained_output("sft"),
+    params:
+        launch=training_launch(sft_hparams("sherlock_sft"), model_name_or_path=base_model_path()),
     log:
         log_file("sft"),
     benchmark:
@@ -213,10 +219,11 @@ if PERCEPTION:
             yaml=res("llamafactory", "perception", "train.yaml"),
             info=res("llamafactory", "perception", "dataset_info.json"),
         params:
-            model=res("models", "base_init"),
+            model=how(res("models", "base_init")),
+            base_model="tiny",
             dataset_name="sherlock_perception",
-            hparams=json.dumps(sft_hparams("perception"), sort_keys=True),
-            scratch=res("models", "base.partial"),
+            hparams=training_results(sft_hparams("perception")),
+            global_batch=global_batch(sft_hparams("perception")),
         log:
             log_file("perception_config"),
 
@@ -228,6 +235,10 @@ if PERCEPTION:
             base=rules.tiny_model.output.model,
         output:
             model=directory(res("models", "base")),
+        params:
+            launch=training_launch(
+                sft_hparams("perception"), model_name_or_path=res("models", "base_init")
+            ),
         log:
             log_file("perception"),
         benchmark:

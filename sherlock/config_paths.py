@@ -1,7 +1,8 @@
-"""Every path of the configuration, checked when the workflow is parsed, before any job.
+"""Every path of the configuration, checked when the workflow is parsed (the workflow lists what is
+missing at the top of its plan and stops a run before its first job: ``sherlock.plan_check``).
 
-A missing file would otherwise fail late: ``base_model.path: /nonexistent`` plans and starts the
-data jobs, then fails inside the first training. What is checked, each problem naming the key:
+A missing file would otherwise fail late: ``base_model.path: /nonexistent`` would plan and start
+the data jobs, then fail inside the first training. What is checked, each problem naming the key:
 
 - models (``base_model.path`` and ``online.judge.model`` unless "tiny", every outside model of
   ``evaluation.models``, and ``evaluation.judge.model`` when a benchmark is judged): a local
@@ -26,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from sherlock.config import ConfigError
-from sherlock.data.prompts import REFINE_PLACES, REFINE_WORDINGS
-from sherlock.evaluation.benchmark_config import resolved_benchmarks
 
 # org/name as the hub spells repository ids; anything else that is not a folder is a bad path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -71,15 +70,11 @@ def workflow_file(path: str, workflow_dir: str | os.PathLike[str]) -> str:
     return path if os.path.isabs(path) else os.path.join(workflow_dir, path)
 
 
-def _file(key: str, path: str) -> str | None:
-    if os.path.isfile(path):
-        return None
-    what = "a folder, not a file" if os.path.isdir(path) else "no such file"
-    return f"{key}: {what}: {path}"
-
-
-def _folder(key: str, path: str) -> str | None:
-    return None if os.path.isdir(path) else f"{key}: no such folder: {path}"
+# The config keys that name a path (benchmark files, interpreters and the DeepSpeed package are
+# checked too, with how to get them, but are not paths of the config in this sense).
+_PATH_KEYS = ("base_model.path", "online.judge.model", "evaluation.judge.model", "source.",
+              "evaluation.models.",
+              "evaluation.seed_study", "prompts.refine", "sft.", "preference.")  # fmt: skip
 
 
 def path_problems(
@@ -88,55 +83,18 @@ def path_problems(
     environ: Mapping[str, str] | None = None,
     cache_dir: str | None = None,
 ) -> list[str]:
-    """One line per path of ``config`` that a job could not use, naming its key."""
-    environ = os.environ if environ is None else environ
-    problems = []
-    base = config["base_model"]["path"]
-    if base != "tiny":
-        problems.append(model_problem("base_model.path", base, environ, cache_dir))
-    judge = config["online"]["judge"]
-    if judge["kind"] == "llm" and judge.get("model") and judge["model"] != "tiny":
-        problems.append(model_problem("online.judge.model", judge["model"], environ, cache_dir))
-    for stage in ("sft", "preference"):
-        for section, values in config[stage].items():
-            if values and values.get("deepspeed"):
-                path = workflow_file(values["deepspeed"], workflow_dir)
-                problems.append(_file(f"{stage}.{section}.deepspeed", path))
-    source = config["source"]
-    if source["format"] != "synthetic":
-        if source.get("path"):
-            problems.append(_file("source.path", source["path"]))
-        if source.get("image_root"):
-            problems.append(_folder("source.image_root", source["image_root"]))
-    # Benchmark files are checked where they are resolved (under evaluation.data_dir), with how
-    # to get a missing one: sherlock.evaluation.benchmark_config.check_benchmark_files.
-    evaluation = config["evaluation"]
-    for name, benchmark in resolved_benchmarks(evaluation).items():
-        if benchmark["image_root"]:
-            key = f"evaluation.benchmarks.{name}.image_root"
-            problems.append(_folder(key, benchmark["image_root"]))
-    if any(b["metric"] == "judge" for b in resolved_benchmarks(evaluation).values()):
-        judge_model = evaluation["judge"].get("model")
-        if judge_model:
-            problems.append(
-                model_problem("evaluation.judge.model", judge_model, environ, cache_dir)
-            )
-    for name, model in (evaluation.get("models") or {}).items():
-        problems.append(model_problem(f"evaluation.models.{name}", model, environ, cache_dir))
-    if evaluation.get("seed_study"):
-        study = workflow_file(evaluation["seed_study"], workflow_dir)
-        problems.append(_file("evaluation.seed_study", study))
-        figure = str(Path(study).with_suffix(".png"))
-        problems.append(_file("evaluation.seed_study (its figure beside it)", figure))
-    refine = config["prompts"].get("refine")
-    if isinstance(refine, Mapping):
-        choices = {f"prompts.refine.{place}": refine.get(place) for place in REFINE_PLACES}
-    else:
-        choices = {"prompts.refine": refine}
-    for key, choice in choices.items():
-        if choice and choice not in REFINE_WORDINGS:  # a custom file
-            problems.append(_file(key, choice))
-    return [problem for problem in problems if problem]
+    """One line per path of ``config`` that a job could not use, naming its key (the path
+    items of ``sherlock.plan_check.missing_inputs``, which the workflow lists in its plan)."""
+    from sherlock.plan_check import missing_inputs
+
+    missing = missing_inputs(config, workflow_dir, conda=True, environ=environ,
+                             cache_dir=cache_dir)  # fmt: skip
+    return [
+        item.problem
+        for item in missing
+        if item.problem.startswith(_PATH_KEYS)
+        or re.match(r"evaluation\.benchmarks\.[^:]+\.image_root:", item.problem)
+    ]
 
 
 def check_paths(config: dict[str, Any], workflow_dir: str | os.PathLike[str]) -> None:

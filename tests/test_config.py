@@ -74,8 +74,11 @@ def test_paper_preset_keeps_the_papers_objective_and_hyper_parameters(config):
     assert offline["learning_rate"] == 5e-6 and offline["num_train_epochs"] == 1
     assert offline["lr_scheduler_type"] == "cosine" and offline["warmup_ratio"] == 0.0
     assert offline["pref_ftx"] == 0.0  # the tiny default's γ must not leak into the paper run
-    assert offline["per_device_train_batch_size"] == 1
-    assert offline["gradient_accumulation_steps"] == 4
+    assert offline["per_device_train_batch_size"] == 1 and offline["global_batch_size"] == 32
+    from sherlock.node import layout, resolve_batch
+
+    on_node = resolve_batch(offline, layout(paper).processes, "preference.offline")
+    assert on_node["gradient_accumulation_steps"] == 4  # on the preset's 8 GPUs
     assert offline["bf16"] is True and offline["deepspeed"].endswith("ds_z3_offload.json")
     assert (offline["dpo_coef"], offline["sc_coef"]) == (0.2, 0.8)
     assert paper["perturbation"]["recipe"] == "paper"

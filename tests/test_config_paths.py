@@ -114,16 +114,24 @@ def test_deepspeed_files_are_read_from_the_workflow_folder(tmp_path: Path) -> No
 
 
 @pytest.mark.workflow
-def test_a_missing_base_model_stops_the_run_before_any_job(tmp_path: Path) -> None:
+def test_a_missing_base_model_is_listed_by_the_plan_and_stops_the_run(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("base_model: {path: /nonexistent}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n"]
-        + ["--directory", str(tmp_path), "--configfile", "bad.yaml"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert result.returncode != 0
-    said = result.stdout + result.stderr
-    assert "base_model.path: no such folder: /nonexistent" in said
-    assert "Job stats" not in said and not (tmp_path / "results").exists()
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
+            + ["--directory", str(tmp_path), "--configfile", "bad.yaml"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+
+    plan = snakemake("-n")
+    said = plan.stdout + plan.stderr
+    assert plan.returncode == 0 and "Job stats" in said
+    assert "base_model.path: no such folder: /nonexistent" in plan.stderr
+    run = snakemake("--cores", "1")
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "nothing was started" in said
+    assert "base_model.path: no such folder: /nonexistent" in said.split("nothing was started")[1]
+    assert not (tmp_path / "results").exists()

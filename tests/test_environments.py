@@ -61,7 +61,7 @@ def test_every_rule_with_a_command_names_the_env_of_its_stack():
         if name == "chosen":  # the stack of its judge (the llm judge: the generation stack)
             expected, python = "JUDGE_ENV", "JUDGE_PY"
         assert re.search(rf"conda:\s+{expected}\b", block), name
-        assert re.search(rf"python={python},", block), name
+        assert re.search(rf"python=how\({python}\),", block), name  # never compared
         # the command starts with the stack's interpreter, itself or through gpu_launch (whose
         # command is "{params.python} -m sherlock.runtime.gpu_slots ... -- {params.python} ...")
         assert re.search(r'shell:\s+("\{params\.python\} |gpu_launch\()', block), name
@@ -119,20 +119,31 @@ def test_generating_jobs_run_in_the_generation_stack(tmp_path):
         r"python -m sherlock.runtime.gpu_slots --count 0 -- python \S*train_llamafactory", train
     )
 
-    # without the vLLM environment the plan stops, saying how to get it
+    # without the vLLM environment the plan works and says how to get it; a run stops before
+    # its first job (sherlock.plan_check)
     settings.write_text(yaml.safe_dump({"generation": {"backend": "vllm"}}))
     missing = dry_run(tmp_path, "sft", "--configfile", str(settings))
     try:
         import vllm  # noqa: F401
     except ImportError:
-        assert missing.returncode != 0
-        assert (
-            "generation.backend: vllm needs the vLLM environment" in missing.stdout + missing.stderr
-        )
+        said = missing.stdout + missing.stderr
+        assert missing.returncode == 0, said[-3000:]
+        assert "generation.backend: vllm needs the vLLM environment" in said
+        assert "get it: run with --sdm conda" in said
     settings.write_text(yaml.safe_dump({"python": {"train": str(tmp_path / "nothing")}}))
     bad = dry_run(tmp_path, "sft", "--configfile", str(settings))
     said = bad.stdout + bad.stderr
-    assert bad.returncode != 0 and "python.train:" in said and "not an executable" in said
+    assert bad.returncode == 0 and "python.train:" in said and "not an executable" in said
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1", "sft"]
+        + ["--configfile", str(settings)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "nothing was started" in said and "python.train:" in said
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.workflow
@@ -164,9 +175,11 @@ def test_the_llm_judge_runs_on_the_generation_backend_in_its_stack(tmp_path, mon
     )
     launch = re.escape(f"{quoted} -m sherlock.runtime.gpu_slots --count 0 -- {quoted} ")
     assert re.search(launch + r"\S*workflow_scripts/select_chosen\.py", on_vllm), on_vllm
-    assert "--judge llm --judge-model Qwen/Qwen2.5-7B-Instruct" in on_vllm
-    assert "--backend vllm --gpu-memory-utilization 0.9 --max-model-len 4096" in on_vllm
-    assert "--judge-chunk-size 32" in on_vllm  # its replies are saved chunk by chunk
+    assert "--judge llm --judge-batch-size 16" in on_vllm
+    assert "--backend vllm --max-model-len 4096" in on_vllm  # what its verdicts depend on
+    # how it runs: where its model is, its replies saved chunk by chunk, the engine's memory
+    assert "--judge-model Qwen/Qwen2.5-7B-Instruct --judge-chunk-size 32" in on_vllm
+    assert "--gpu-memory-utilization 0.9" in on_vllm
 
     on_transformers = chosen_command(
         {"python": {"generate": str(vllm_python)}, "online": {"judge": llm}}

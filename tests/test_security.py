@@ -6,6 +6,7 @@ are in test_faults.py.)
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -178,6 +179,8 @@ def test_every_config_path_reaches_the_shell_as_one_quoted_word(tmp_path: Path) 
     for line in lines:
         words = shlex.split(line)
         for word in words:  # unquoted, "$(touch pwned_x)" would split into fragments
+            if word.startswith("{"):  # a training's launch settings: one JSON word
+                word = " ".join(map(str, json.loads(word).values()))
             if "pwned_" in word or "brien" in word:
                 assert any(value in word for value in (HOSTILE, prompt, judge)), (word, line)
     assert any(prompt in shlex.split(line) for line in lines)

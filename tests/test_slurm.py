@@ -94,6 +94,46 @@ def test_stage_one_runs_as_slurm_jobs_with_their_resource_tags(slurm_build) -> N
     assert "[sherlock] train sft:" in (workdir / "results" / "logs" / "sft.log").read_text()
 
 
+def slurm_run(workdir: Path, *configfiles: str) -> tuple[str, dict[str, str]]:
+    """``sft`` again through SLURM with ``configfiles`` over small.yaml: its output and the
+    jobs it submitted (job id → rule)."""
+    result = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *PROFILE, *SLURM_ARGS]
+        + ["sft", "--configfile", "small.yaml", *configfiles],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=1200,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    return log, dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: .*?/rule_(\w+)/", log))
+
+
+def test_a_rerun_resubmits_nothing_after_an_execution_change_only_the_dependents_of_an_lr(
+    slurm_build,
+) -> None:
+    workdir, result = slurm_build
+    assert result.returncode == 0
+    here = Path(sys.executable)  # the same interpreter by another name (python3 for python)
+    python = next(p for p in (here.with_name("python3"), here.with_name("python"))
+                  if p.exists() and p.name != here.name)  # fmt: skip
+    (workdir / "execution.yaml").write_text(
+        "generation: {shards: 2, chunk_size: 64}\n"
+        "checkpointing: {save_steps: 3, save_total_limit: 1, resume: false}\n"
+        "tracking: {report_to: tensorboard}\n"
+        "resources: {train: {mem_mb: 7000, runtime: 30}, generate: {mem_mb: 7000}}\n"
+        "sft: {common: {per_device_train_batch_size: 4, gradient_accumulation_steps: 2}}\n"
+        f"python: {{train: {python}, generate: {python}}}\n"
+    )
+    log, submitted = slurm_run(workdir, "execution.yaml")
+    assert submitted == {} and "Nothing to be done" in log
+    (workdir / "lr.yaml").write_text("sft: {sherlock_sft: {learning_rate: 0.002}}\n")
+    log, submitted = slurm_run(workdir, "lr.yaml")
+    assert sorted(submitted.values()) == ["sft"]  # its run file is a local rule
+    assert "rule sft_config:" in log and "rule r0:" not in log
+
+
 def slurm_plan(workdir: Path, preset: str, target: str):
     """The resources of each rule in a dry run of ``preset`` through the SLURM executor (with
     the data file and the vLLM interpreter the presets expect in place)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,21 +169,36 @@ def put_paper_benchmarks(workdir: Path) -> None:
         (folder / name).write_text("index\tquestion\tanswer\timage\n")
 
 
-def test_the_paper_preset_stops_before_any_job_naming_a_missing_benchmark(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # hub ids plan (see below)
+def test_the_paper_preset_plans_without_downloads_and_a_run_stops_naming_what_it_needs(tmp_path):
+    """Nothing downloaded: the plan works and lists what is missing once, with how to get it; a
+    run stops before its first job, naming everything the jobs it would run need."""
+    result = snakemake(tmp_path, "-n", "all", "--configfile", str(PAPER))
+    text = result.stdout + result.stderr
+    warning = text.split("WARNING: ")[1].split("Building DAG")[0]
+    assert "source.path: no such file: data/LLaVA-CoT-100k/train.jsonl" in warning
+    missing = "evaluation.benchmarks.MME: no file data/LMUData/MME.tsv (VLMEvalKit's dataset MME)"
+    assert missing in warning and warning.count("get it: VLMEvalKit downloads") == 1
+    assert "'MMBench_DEV_EN_V11', 'MMStar'" in warning  # one command fetches all eight
+    # HF_HUB_OFFLINE is set (conftest) and the models are not cached: listed, with hf download
+    assert "hf download meta-llama/Llama-3.2-11B-Vision-Instruct" in warning
+    assert "Job stats:" in text and not (tmp_path / "results").exists()
+    # a run that needs only the data (sft): the data and the base model, not the benchmarks
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("{}\n")
     put_paper_benchmarks(tmp_path)
     (tmp_path / "data" / "LMUData" / "MME.tsv").unlink()
-    result = snakemake(tmp_path, "-n", "sft", "--configfile", str(PAPER), check=False)
-    text = result.stdout + result.stderr
-    assert result.returncode != 0
-    missing = "evaluation.benchmarks.MME: no file data/LMUData/MME.tsv (VLMEvalKit's dataset MME)"
-    assert missing in text
-    assert "build_dataset(name) for name in ('MME',)" in text
-    assert "MMStar" not in text.split("evaluation benchmarks:")[1].split("LMUData=")[0]
-    # a config file laid over the preset leaves the missing one out
+    run = snakemake(tmp_path, "--cores", "1", "sft", "--configfile", str(PAPER), check=False)
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "nothing was started" in said
+    assert "base_model.path: meta-llama/Llama-3.2-11B-Vision-Instruct" in said
+    assert "MME" not in said.split("nothing was started")[1]
+    assert not (tmp_path / "results").exists()
+    # the whole run needs MME too; a config file laid over the preset leaves it out
+    run = snakemake(tmp_path, "--cores", "1", "all", "--configfile", str(PAPER), check=False)
+    assert "evaluation.benchmarks.MME: no file" in run.stdout.split("nothing was started")[-1] + (
+        run.stderr.split("nothing was started")[-1]
+    )
     drop = tmp_path / "drop.yaml"
     drop.write_text("evaluation:\n  benchmarks:\n    MME: null\n")
     jobs = planned_jobs(tmp_path, "all", "--configfile", str(PAPER), str(drop))
@@ -190,12 +206,12 @@ def test_the_paper_preset_stops_before_any_job_naming_a_missing_benchmark(tmp_pa
 
 
 def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
-    # A hub id plans when the hub may be asked; with HF_HUB_OFFLINE set (as conftest sets it)
-    # it would have to be in the local cache (sherlock.config_paths). A dry run downloads nothing.
+    # Nothing downloaded (the plan lists what is missing, above); with the data in place the
+    # source file is an input of the plan.
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     data = tmp_path / "data" / "LLaVA-CoT-100k"
     data.mkdir(parents=True)
-    (data / "train.jsonl").write_text("{}\n")  # the plan needs the file to exist, not its content
+    (data / "train.jsonl").write_text("{}\n")
     put_paper_benchmarks(tmp_path)
     result = snakemake(tmp_path, "-n", "offline", "--configfile", str(PAPER))
     text = result.stdout
@@ -225,10 +241,11 @@ def test_dry_run_of_the_paper_preset(tmp_path, monkeypatch):
     assert "--tsv data/LMUData/HallusionBench.tsv --metric hallusionbench" in eval_plan
     assert "--tsv data/LMUData/MMBench_DEV_EN_V11.tsv --metric mmbench" in eval_plan
     assert "--metric judge" in eval_plan and "--metric accuracy" in eval_plan
-    assert "--judge-model Qwen/Qwen2.5-7B-Instruct --judge-batch-size 32" in eval_plan
+    assert "--judge-batch-size 32" in eval_plan
+    assert "--judge-model Qwen/Qwen2.5-7B-Instruct" in eval_plan
     assert "--compare-with-paper" in eval_plan
     plan = snakemake(tmp_path, "-n", "iter2", "--configfile", str(PAPER), "-p").stdout
-    assert "--judge llm --judge-model Qwen/Qwen2.5-7B-Instruct" in plan
+    assert "--judge llm" in plan and "--judge-model Qwen/Qwen2.5-7B-Instruct" in plan
     # the preference runs freeze what the authors froze; the pool is sized for 5k kept pairs
     for rule in ("offline_config", "iter_config"):
         block = plan.split(f"rule {rule}:")[1].split("\n\n")[0]
@@ -302,9 +319,10 @@ def test_dry_run_of_the_qwen_preset(tmp_path, monkeypatch):
         ".venv-vllm/bin/python -m sherlock.runtime.gpu_slots --count 1 -- .venv-vllm/bin/python"
     )
     assert launch in shard_block
-    assert "--backend vllm --batch-size 64 --chunk-size 1024" in shard_block
+    assert "--backend vllm --batch-size 64" in shard_block
+    assert "--chunk-size 1024 --gpu-memory-utilization 0.9" in shard_block  # how it runs
     assert "--image-min-pixels 1024 --image-max-pixels 589824" in shard_block
-    assert "--gpu-memory-utilization 0.9 --max-model-len 8192" in shard_block
+    assert "--max-model-len 8192" in shard_block
     assert "--model results/qwen25vl_7b/models/iter1" in text  # M_1 generates for iteration 2
     yaml_plan = text.split("rule r0_config:")[1].split("\n\n")[0]
     assert "--model Qwen/Qwen2.5-VL-7B-Instruct --template qwen2_vl" in yaml_plan
@@ -515,6 +533,99 @@ def test_a_perturbation_or_online_change_reruns_exactly_its_dependents(built):
         "chosen": 1,
         "rejected": 1,
         "iter2": 1,
+    }
+
+
+# How the pipeline runs, never what it computes (docs/configuration.md, "What reruns"): each
+# group changes settings of the second column at once.
+EXECUTION_CHANGES = {
+    "shards and chunks": (
+        "generation: {shards: 2, chunk_size: 64}\nonline: {judge: {chunk_size: 64}}\n"
+    ),
+    "training logistics": """
+checkpointing: {save_steps: 7, save_total_limit: 1, resume: false}
+tracking: {report_to: tensorboard}
+intermediates: {keep_perturbed_images: false}
+resources:
+  train: {mem_mb: 9000, runtime: 90, cpus_per_task: 1}
+  generate: {mem_mb: 9000, runtime: 90, cpus_per_task: 1}
+# the per-device batch and accumulation at the same global batch (8 × 1 and 4 × 1)
+sft: {common: {per_device_train_batch_size: 4, gradient_accumulation_steps: 2, logging_steps: 3,
+               preprocessing_num_workers: 2}}
+preference: {common: {per_device_train_batch_size: 2, gradient_accumulation_steps: 2,
+                      dataloader_num_workers: 1, logging_steps: 5, per_device_eval_batch_size: 3}}
+""",
+}
+
+
+@pytest.mark.parametrize("change", sorted(EXECUTION_CHANGES))
+def test_an_execution_change_rebuilds_nothing(built, change):
+    override = built / f"execution_{change.replace(' ', '_')}.yaml"
+    override.write_text(EXECUTION_CHANGES[change])
+    assert planned_jobs(built, "all", "--configfile", "eval.yaml", str(override)) == {}
+
+
+def another_name_of_this_python() -> Path:
+    """The running interpreter by another name in its own folder (python3 for python)."""
+    here = Path(sys.executable)
+    return next(
+        path for path in (here.with_name("python3"), here.with_name("python"))
+        if path.exists() and path.name != here.name
+    )  # fmt: skip
+
+
+def test_another_path_to_the_same_python_or_checkout_rebuilds_nothing(built, tmp_path):
+    """Interpreters named by another path (the venv's bin/python3 beside bin/python), and the
+    workflow run from a copy of the checkout somewhere else."""
+    python = another_name_of_this_python()
+    override = built / "interpreters.yaml"
+    override.write_text(f"python: {{train: {python}, generate: {python}}}\n")
+    assert planned_jobs(built, "all", "--configfile", "eval.yaml", str(override)) == {}
+    files = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    checkout = tmp_path / "moved checkout"
+    for name in files:
+        if (ROOT / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, checkout / name)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile")]
+        + ["--directory", str(built), "-n", "all", "--configfile", "eval.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=built,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_a_moved_working_directory_rebuilds_nothing(built):
+    moved = built.parent / f"{built.name} moved"
+    shutil.move(built, moved)
+    try:
+        assert planned_jobs(moved, "all", "--configfile", "eval.yaml") == {}
+    finally:
+        shutil.move(moved, built)
+
+
+def test_a_learning_rate_change_reruns_exactly_its_dependents(built):
+    """The Offline learning rate: Offline and everything after it (both iterations, their data,
+    the evaluation of offline, iter1, iter2 and the report's tables); nothing of Stage I."""
+    override = built / "offline_lr.yaml"
+    override.write_text("preference: {offline: {learning_rate: 5.0e-5}}\n")
+    jobs = planned_jobs(built, "all", "--configfile", "eval.yaml", str(override))
+    after = ["offline", "iter1", "iter2"]
+    assert jobs == {
+        "offline_config": 1,
+        "offline": 1,
+        **{rule: 2 for rule in ("candidates", "chosen", "rejected", "iter_config", "iter_model")},
+        "evaluate": len(after),
+        "training_curves": len(after),
+        "accuracy_table": 1,
+        "does_it_work": 1,
+        "data_report": 1,
+        "all": 1,
     }
 
 

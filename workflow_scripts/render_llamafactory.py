@@ -1,8 +1,13 @@
-"""Render the LLaMA-Factory YAML and dataset_info.json of one SFT run."""
+"""Render the LLaMA-Factory YAML and dataset_info.json of one SFT run: what the model depends on.
+
+How it runs (scratch folder, checkpointing, DeepSpeed, per-device batch, ...) is added at launch
+(train_llamafactory.py --launch); --output-dir and --checkpointing put it in the file instead.
+Paths in the files are relative (images to the working directory, the data to the file's
+folder), so they stay right when the working directory moves.
+"""
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from sherlock.sft.llamafactory import dataset_info, train_config, write_run_files
@@ -16,8 +21,8 @@ def main() -> None:
     parser.add_argument("--template", required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--hparams", required=True, help="JSON object of LLaMA-Factory keys")
-    parser.add_argument("--output-dir", required=True, help="scratch folder LLaMA-Factory writes")
-    parser.add_argument("--checkpointing", required=True, help="JSON of config 'checkpointing'")
+    parser.add_argument("--output-dir", default=None, help="scratch folder LLaMA-Factory writes")
+    parser.add_argument("--checkpointing", default=None, help="JSON of config 'checkpointing'")
     parser.add_argument("--yaml", required=True)
     parser.add_argument("--info", required=True)
     parser.add_argument(
@@ -33,12 +38,13 @@ def main() -> None:
         output_dir=args.output_dir,
         template=args.template,
         hparams=json.loads(args.hparams),
-        media_dir=os.getcwd(),
+        media_dir=".",  # image paths are relative to the working directory the job runs in
         seed=args.seed,
-        checkpointing=json.loads(args.checkpointing),
+        checkpointing=json.loads(args.checkpointing) if args.checkpointing else None,
         trust_remote_code=args.trust_remote_code,
     )
-    write_run_files(args.yaml, args.info, config, dataset_info(args.name, args.data))
+    info = dataset_info(args.name, args.data, relative_to=Path(args.info).parent)
+    write_run_files(args.yaml, args.info, config, info)
 
 
 if __name__ == "__main__":

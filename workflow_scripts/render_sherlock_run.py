@@ -1,4 +1,7 @@
-"""Render the run file of one Sherlock preference training (read by train_sherlock.py)."""
+"""Render the run file of one Sherlock preference training (read by train_sherlock.py): what the
+model depends on. How it runs (scratch folder, checkpointing, DeepSpeed, per-device batch, the
+refine prompt's path, ...) is added at launch (train_sherlock.py --launch); --output-dir,
+--checkpointing and --refine-prompt put it in the file instead."""
 
 import argparse
 import json
@@ -15,8 +18,8 @@ def main() -> None:
     parser.add_argument("--perturbation", required=True, help="JSON of config 'perturbation'")
     parser.add_argument("--refine-prompt", default=None)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--output-dir", required=True, help="scratch folder of the trainer")
-    parser.add_argument("--checkpointing", required=True, help="JSON of config 'checkpointing'")
+    parser.add_argument("--output-dir", default=None, help="scratch folder of the trainer")
+    parser.add_argument("--checkpointing", default=None, help="JSON of config 'checkpointing'")
     parser.add_argument("--run-file", required=True)
     parser.add_argument("--image-min-pixels", type=int, required=True, help="Stage I's limits")
     parser.add_argument("--image-max-pixels", type=int, required=True)
@@ -37,17 +40,17 @@ def main() -> None:
     run = {
         "model_name_or_path": args.model,
         "dataset": args.data,
-        "refine_prompt": args.refine_prompt,
+        **({"refine_prompt": args.refine_prompt} if args.refine_prompt else {}),
         "perturbation": perturbation,
         "recipe": perturbation["recipe"],
-        "output_dir": args.output_dir,
+        **({"output_dir": args.output_dir} if args.output_dir else {}),
         "seed": args.seed,
         "trust_remote_code": args.trust_remote_code,
         "image_min_pixels": args.image_min_pixels,
         "image_max_pixels": args.image_max_pixels,
         # named only when not the default, as the other runs' files are
         **({"image_resample": args.image_resample} if args.image_resample != "bicubic" else {}),
-        **checkpoint_keys(json.loads(args.checkpointing)),
+        **(checkpoint_keys(json.loads(args.checkpointing)) if args.checkpointing else {}),
         "report_to": "none",
         **hparams,
     }

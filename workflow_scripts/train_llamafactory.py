@@ -1,7 +1,9 @@
 """Run one LLaMA-Factory training from its rendered YAML; the checkpoint appears only when done.
 
 ``--report-to`` and ``--tracking-dir`` (config ``tracking``) send the curves, live, to the
-tracker (``sherlock.runtime.tracking``).
+tracker (``sherlock.runtime.tracking``). ``--launch`` lays how it runs (a JSON object of run-file
+keys: scratch folder, DeepSpeed, per-device batch, checkpointing, ...) over the rendered file,
+which holds only what the model depends on.
 """
 
 import argparse
@@ -26,6 +28,12 @@ def main() -> None:
         help="continue an interrupted attempt from its last complete intermediate checkpoint",
     )
     parser.add_argument("--nodes", type=int, default=1, help="nodes of this SLURM job to train on")
+    parser.add_argument("--launch", default=None, help="JSON: run-file keys of how it runs")
+    parser.add_argument(
+        "--force-torchrun",
+        action="store_true",
+        help="start under torchrun with one GPU too (DeepSpeed needs its process group)",
+    )
     add_tracking_arguments(parser)
     args = parser.parse_args()
     run_training(
@@ -34,6 +42,8 @@ def main() -> None:
         resume=args.resume,
         nodes=args.nodes,
         tracking=tracking_from_args(args),
+        launch=json.loads(args.launch) if args.launch else None,
+        force_torchrun=args.force_torchrun,
     )
     with open(os.path.join(args.model_dir, "all_results.json"), encoding="utf-8") as handle:
         results = json.load(handle)

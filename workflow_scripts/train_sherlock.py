@@ -6,9 +6,13 @@ The launching process decides once whether to resume, and tells every rank. With
 (inside a SLURM job) it then starts itself on every node (``sherlock.runtime.multinode``),
 where each copy runs ``torchrun`` across the nodes. ``--report-to`` and ``--tracking-dir``
 (config ``tracking``) send the curves, live, to the tracker (``sherlock.runtime.tracking``).
+``--launch`` lays how it runs (a JSON object of run-file keys: scratch folder, DeepSpeed,
+per-device batch, checkpointing, ...) over the rendered file, which holds only what the model
+depends on; ``--force-torchrun`` starts torchrun for one GPU too (DeepSpeed needs it).
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -31,24 +35,31 @@ def main() -> None:
         help="continue an interrupted attempt from its last complete intermediate checkpoint",
     )
     parser.add_argument("--nodes", type=int, default=1, help="nodes of this SLURM job to train on")
+    parser.add_argument("--launch", default=None, help="JSON: run-file keys of how it runs")
+    parser.add_argument(
+        "--force-torchrun",
+        action="store_true",
+        help="start under torchrun with one GPU too (DeepSpeed needs its process group)",
+    )
     add_tracking_arguments(parser)
     parser.add_argument("--resume-from", default=None, help=argparse.SUPPRESS)  # set for ranks
     args = parser.parse_args()
     tracking = tracking_from_args(args)
+    launch = json.loads(args.launch) if args.launch else None
     resume_from = args.resume_from
     if "LOCAL_RANK" not in os.environ:
         argv = [sys.executable, *sys.argv]
         if "NODE_RANK" not in os.environ:  # the job's own process: decide, then start the nodes
-            resume_from = prepare_run(args.run_file, args.resume)
+            resume_from = prepare_run(args.run_file, args.resume, launch)
             tracking.start(checkpoint_step(resume_from) if resume_from else None)
             argv += ["--resume-from", str(resume_from)] if resume_from else []
             if args.nodes > 1:
                 command = across_nodes(args.nodes, argv, os.environ)
                 os.execvp(command[0], command)
-        relaunch = distributed_relaunch(argv[1:], os.environ)
+        relaunch = distributed_relaunch(argv[1:], os.environ, force=args.force_torchrun)
         if relaunch is not None:
             os.execvp(relaunch[0], relaunch)
-    summary = train_from_file(args.run_file, args.model_dir, resume_from, tracking)
+    summary = train_from_file(args.run_file, args.model_dir, resume_from, tracking, launch)
     stage_summary(
         f"train {os.path.basename(os.path.normpath(args.model_dir))}",
         f"{summary['records']} preference records, mean training loss "

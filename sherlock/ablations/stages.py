@@ -99,7 +99,10 @@ ROUTES: tuple[tuple[str, str], ...] = (
     (r"online/.+", "online"),
     # a LoRA stage's merged model (rules/lora.smk): one rule for every stage, {stage} a wildcard
     (r"models/\{stage\}", "wildcard"),
-    (r"(?:logs|benchmarks)/(?:merge_\{stage\}|fitted_stage_one_data_\{run\})\.(?:log|tsv)", "wildcard"),
+    (
+        r"(?:logs|benchmarks)/(?:merge_\{stage\}|fitted_stage_one_data_\{run\})\.(?:log|tsv)",
+        "wildcard",
+    ),
     (r"eval/benchmarks/.+", "benchmarks"),
     (r"eval/vlmevalkit/[^/]+/(?P<checkpoint>{CHECKPOINT})", "eval"),
     (r"eval/[^/]+/(?P<checkpoint>{CHECKPOINT})_[^/]+", "eval"),

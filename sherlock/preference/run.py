@@ -67,20 +67,21 @@ def image_pixels(ours: dict[str, Any]) -> PixelLimits | None:
 
 
 def distributed_relaunch(
-    argv: list[str], environ: Mapping[str, str], gpu_count: int | None = None
+    argv: list[str], environ: Mapping[str, str], gpu_count: int | None = None, force: bool = False
 ) -> list[str] | None:
     """The ``torchrun`` command that reruns ``argv`` once per visible GPU, or None.
 
-    None when at most one GPU is visible on a single node, or a launcher (torchrun, accelerate,
-    deepspeed) already started this process, which it announces with ``LOCAL_RANK``. On one of
-    several nodes (``NNODES`` > 1, set by ``sherlock.runtime.multinode``) torchrun joins the others.
+    None when at most one GPU is visible on a single node (unless ``force``: DeepSpeed on one
+    GPU needs torchrun's process group too), or a launcher (torchrun, accelerate, deepspeed)
+    already started this process, which it announces with ``LOCAL_RANK``. On one of several
+    nodes (``NNODES`` > 1, set by ``sherlock.runtime.multinode``) torchrun joins the others.
     """
     if "LOCAL_RANK" in environ:
         return None
     if gpu_count is None:
         gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     nodes = int(environ.get("NNODES", "1"))
-    if gpu_count <= 1 and nodes == 1:
+    if gpu_count <= 1 and nodes == 1 and not force:
         return None
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     per_node = f"--nproc_per_node={max(gpu_count, 1)}"
@@ -137,14 +138,31 @@ def frozen_count(model: Any, names: list[str]) -> int:
     )
 
 
-def prepare_run(run_file: str | Path, resume: bool) -> Path | None:
+# The run file as it ran (the rendered one with its launch settings), kept beside the model.
+LAUNCHED_FILE = "sherlock_launched_run.yaml"
+
+
+def run_config(run_file: str | Path, launch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run file with ``launch`` (how it runs: scratch folder, DeepSpeed, per-device batch,
+    checkpointing, the refine prompt's path, ...) laid over it."""
+    config = {**yaml.safe_load(Path(run_file).read_text(encoding="utf-8")), **(launch or {})}
+    if "output_dir" not in config:
+        raise ValueError(f"{run_file}: no output_dir in the run file or the launch settings")
+    return config
+
+
+def prepare_run(
+    run_file: str | Path, resume: bool, launch: Mapping[str, Any] | None = None
+) -> Path | None:
     """Ready the run's scratch folder; the intermediate checkpoint to resume from, if any.
 
     Called once, by the process that launches the ranks, before any of them starts.
     """
-    config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
+    config = run_config(run_file, launch)
     fingerprint = run_fingerprint(config, [config["dataset"]], config["model_name_or_path"])
-    return prepare_scratch(config["output_dir"], fingerprint, resume)
+    checkpoint = prepare_scratch(config["output_dir"], fingerprint, resume)
+    atomic.write_yaml(Path(config["output_dir"]) / LAUNCHED_FILE, config)
+    return checkpoint
 
 
 def train_from_file(
@@ -152,13 +170,15 @@ def train_from_file(
     model_dir: str | Path,
     resume_from: str | Path | None = None,
     tracking: Tracking | None = None,
+    launch: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (from ``resume_from``, an intermediate checkpoint, when given), save a complete
     Hugging Face folder with its processor (a LoRA run: the adapter folder, which a merge job
     turns into a model, ``sherlock.sft.merge``), then move it into place. ``tracking`` (config
     ``tracking``) overrides the run file's ``report_to``: every logged metric, the Sherlock
-    losses and each pair's rewards included, reaches the tracker as it is logged."""
-    config = yaml.safe_load(Path(run_file).read_text(encoding="utf-8"))
+    losses and each pair's rewards included, reaches the tracker as it is logged. ``launch``:
+    how it runs, laid over the run file (``run_config``)."""
+    config = run_config(run_file, launch)
     if tracking is not None:
         config["report_to"] = tracking.report_to
     with tracking_environment(tracking or Tracking()):

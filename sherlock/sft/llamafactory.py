@@ -45,11 +45,22 @@ _FIXED = {
 }
 
 
-def dataset_info(name: str, file_name: str | Path) -> dict[str, Any]:
-    """One dataset entry in LLaMA-Factory's sharegpt formatting (our rows' column names)."""
+# The run file as it ran (the rendered one with its launch settings), kept beside the model.
+LAUNCHED_FILE = "sherlock_launched_run.yaml"
+
+
+def dataset_info(
+    name: str, file_name: str | Path, relative_to: str | Path | None = None
+) -> dict[str, Any]:
+    """One dataset entry in LLaMA-Factory's sharegpt formatting (our rows' column names). With
+    ``relative_to`` (the dataset_info.json's folder, LLaMA-Factory's dataset_dir) the file is
+    named relative to it, so the run files stay right when the working directory moves."""
+    path = Path(file_name).resolve()
+    if relative_to is not None:
+        path = Path(os.path.relpath(path, Path(relative_to).resolve()))
     return {
         name: {
-            "file_name": str(Path(file_name).resolve()),
+            "file_name": str(path),
             "formatting": "sharegpt",
             "columns": {"messages": "conversations", "images": "images"},
         }
@@ -61,25 +72,27 @@ def train_config(
     model: str,
     dataset: str,
     dataset_dir: str | Path,
-    output_dir: str | Path,
     template: str,
     hparams: dict[str, Any],
     media_dir: str | Path,
     seed: int,
+    output_dir: str | Path | None = None,
     checkpointing: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """The full LLaMA-Factory training YAML for one SFT run."""
+    """The LLaMA-Factory training YAML of one SFT run. The workflow renders what the model
+    depends on and adds how it runs (``output_dir``, checkpointing, DeepSpeed, per-device batch,
+    ...) at launch (``run_training``'s ``launch``); both may be given here too."""
     config = {
         "model_name_or_path": model,
         "template": template,
         "dataset": dataset,
         "dataset_dir": str(dataset_dir),
         "media_dir": str(media_dir),
-        "output_dir": str(output_dir),
+        **({"output_dir": str(output_dir)} if output_dir is not None else {}),
         "seed": seed,
         **_FIXED,
-        **checkpoint_keys(checkpointing or {}),
+        **(checkpoint_keys(checkpointing) if checkpointing is not None else {}),
         "trust_remote_code": trust_remote_code,  # off unless base_model.trust_remote_code
     }
     for key, value in hparams.items():
@@ -97,9 +110,10 @@ def write_run_files(
 
 def dataset_files(config: dict[str, Any]) -> list[Path]:
     """The data files a rendered run trains on (its datasets' ``file_name`` entries)."""
-    info = json.loads((Path(config["dataset_dir"]) / "dataset_info.json").read_text("utf-8"))
+    folder = Path(config["dataset_dir"])
+    info = json.loads((folder / "dataset_info.json").read_text("utf-8"))
     names = [name.strip() for name in str(config["dataset"]).split(",")]
-    return [Path(info[name]["file_name"]) for name in names]
+    return [folder / info[name]["file_name"] for name in names]  # LLaMA-Factory's own join
 
 
 def run_training(
@@ -108,6 +122,8 @@ def run_training(
     resume: bool = True,
     nodes: int = 1,
     tracking: Tracking | None = None,
+    launch: dict[str, Any] | None = None,
+    force_torchrun: bool = False,
 ) -> None:
     """Train with ``llamafactory-cli`` in the scratch folder, then move the model into place.
 
@@ -115,9 +131,14 @@ def run_training(
     an interruption continues from its last complete intermediate checkpoint. With ``nodes`` > 1
     (inside a SLURM job) ``llamafactory-cli`` starts on every node and runs ``torchrun`` across
     them (``sherlock.runtime.multinode``). ``tracking`` (config ``tracking``) overrides the
-    run file's ``report_to`` on the command line and names the tracker's folder.
+    run file's ``report_to`` on the command line and names the tracker's folder. ``launch``
+    (how it runs: scratch folder, DeepSpeed, per-device batch, workers, checkpointing, ...)
+    is laid over the run file; the file that ran is kept beside the model (``LAUNCHED_FILE``).
+    ``force_torchrun``: start under torchrun even with one GPU (DeepSpeed needs it).
     """
-    config = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8"))
+    config = {**yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")), **(launch or {})}
+    if "output_dir" not in config:
+        raise ValueError(f"{yaml_path}: no output_dir in the run file or the launch settings")
     scratch = Path(config["output_dir"])
     final_dir = Path(final_dir)
     if scratch.resolve() == final_dir.resolve():
@@ -131,7 +152,8 @@ def run_training(
     fingerprint = run_fingerprint(config, dataset_files(config), config["model_name_or_path"])
     checkpoint = prepare_scratch(scratch, fingerprint, resume)
     lora = config.get("finetuning_type") == "lora"
-    run_file = Path(yaml_path)
+    run_file = scratch / LAUNCHED_FILE
+    atomic.write_yaml(run_file, config)
     if checkpoint is not None:
         run_file = scratch / RESUME_FILE
         # Weights through from_pretrained (with the model's key mapping): Trainer's resume alone
@@ -146,8 +168,10 @@ def run_training(
         tracking.start(checkpoint_step(checkpoint) if checkpoint is not None else None)
         command.append(f"report_to={tracking.report_to}")  # LLaMA-Factory's key=value override
         env.update(tracking.environment())
-    if nodes > 1:
-        env["FORCE_TORCHRUN"] = "1"  # torchrun even with one GPU per node: it joins the nodes
+    if nodes > 1 or force_torchrun:
+        # torchrun even with one GPU per node: it joins the nodes, and DeepSpeed needs its
+        # process group on one GPU too
+        env["FORCE_TORCHRUN"] = "1"
     subprocess.run(across_nodes(nodes, command, env), check=True, env=env)
     saved = "adapter_config.json" if lora else "config.json"
     if not (scratch / saved).is_file():
