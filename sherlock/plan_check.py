@@ -192,12 +192,15 @@ def missing_inputs(
                 wildcards=(("checkpoint", name),),
             )
     refine = config["prompts"].get("refine")
+    custom: dict[tuple[str, str], tuple[str, ...]] = {}  # (key, file) → the jobs reading it
     for place, readers in REFINE_READERS.items():
         choice = refine_choice(refine, place)
         if choice and choice not in REFINE_WORDINGS:  # a custom file
             key = f"prompts.refine.{place}" if isinstance(refine, Mapping) else "prompts.refine"
-            fix = "write the prompt there, or name a shipped wording (clean, trailing_spaces)"
-            missing += _file(key, choice, fix, readers)
+            custom[key, choice] = custom.get((key, choice), ()) + readers
+    for (key, path), readers in custom.items():
+        fix = "write the prompt there, or name a shipped wording (clean, trailing_spaces)"
+        missing += _file(key, path, fix, readers)
     missing += _interpreters(config, conda)
     return missing
 
