@@ -141,11 +141,14 @@ def base_model_input():
 
 
 def with_workflow_files(hparams):
-    """``hparams`` with its DeepSpeed config read from the workflow folder when relative, so a
-    run from another directory (--directory) finds config/deepspeed/*.json."""
-    if hparams.get("deepspeed"):
-        return {**hparams, "deepspeed": workflow_file(hparams["deepspeed"], workflow.basedir)}
-    return hparams
+    """``hparams`` with its DeepSpeed (or FSDP) config read from the workflow folder when
+    relative, so a run from another directory (--directory) finds config/deepspeed/*.json."""
+    files = {
+        key: workflow_file(hparams[key], workflow.basedir)
+        for key in ("deepspeed", "fsdp_config")
+        if hparams.get(key)
+    }
+    return {**hparams, **files}
 
 
 def sft_hparams(run):

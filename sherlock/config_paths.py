@@ -98,9 +98,10 @@ def path_problems(
         problems.append(model_problem("online.judge.model", judge["model"], environ, cache_dir))
     for stage in ("sft", "preference"):
         for section, values in config[stage].items():
-            if values and values.get("deepspeed"):
-                path = workflow_file(values["deepspeed"], workflow_dir)
-                problems.append(_file(f"{stage}.{section}.deepspeed", path))
+            for key in ("deepspeed", "fsdp_config"):
+                if values and values.get(key):
+                    path = workflow_file(values[key], workflow_dir)
+                    problems.append(_file(f"{stage}.{section}.{key}", path))
     source = config["source"]
     if source["format"] != "synthetic":
         if source.get("path"):

@@ -24,6 +24,12 @@ from sherlock.data.prompts import load_prompt
 from sherlock.preference.arguments import SherlockConfig, argument_names
 from sherlock.preference.coefficients import Coefficients
 from sherlock.preference.records import load_preferences
+from sherlock.preference.sharding import (
+    check_one_backend,
+    deepspeed_config,
+    loading_whole_model,
+    runs_on_gloo,
+)
 from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
 from sherlock.runtime import atomic
 from sherlock.runtime.resumable_training import (
@@ -102,6 +108,11 @@ def split_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], SherlockCo
         raise ValueError(
             f"recipe {recipe!r} differs from perturbation.recipe "
             f"{ours['perturbation'].get('recipe')!r}: drop the top-level recipe key"
+        )
+    check_one_backend(config)
+    if config.get("deepspeed"):
+        config["deepspeed"] = deepspeed_config(
+            config["deepspeed"], runs_on_gloo(bool(config.get("use_cpu")))
         )
     try:
         args = SherlockConfig(**argument_names(config))
@@ -183,9 +194,10 @@ def _train(
     # own resume loads the state dict without the model's key mapping (transformers 5.6 saves
     # Qwen2-VL under its original key names), which would silently restore nothing.
     policy_path = str(resume_from) if resume_from is not None else model_path
-    model = AutoModelForImageTextToText.from_pretrained(
-        policy_path, dtype=dtype, **model_load_kwargs(policy_path, remote_code)
-    )
+    with loading_whole_model(args):  # ZeRO-3 on the CPU: not under zero.Init (.sharding)
+        model = AutoModelForImageTextToText.from_pretrained(
+            policy_path, dtype=dtype, **model_load_kwargs(policy_path, remote_code)
+        )
     reference = None
     if not args.precompute_ref_log_probs:
         reference = AutoModelForImageTextToText.from_pretrained(
@@ -213,6 +225,7 @@ def _train(
         data_collator=PreferenceCollator(pad_id),
         processing_class=processor,
         reference_model=reference,
+        stage=Path(model_dir).name,
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(scratch))
@@ -221,6 +234,7 @@ def _train(
         "records_without_weight": sum(example.weight is None for example in examples),
         "frozen_parameters": frozen_count(model, trainer.frozen_parameters),
         "train_loss": mean_training_loss(trainer.state.log_history),  # resumes included
+        "nonfinite_steps": trainer.guard.summary(),
         "log_history": trainer.state.log_history,
         "run_file": str(run_file),
     }
