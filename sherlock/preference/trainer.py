@@ -34,7 +34,6 @@ from sherlock.runtime.atomic import atomic_output
 from sherlock.runtime.finite_guard import (
     FiniteGuard,
     GradientCheck,
-    SkippedBatch,
     guarded_deepspeed_engine,
     is_finite,
 )
@@ -330,25 +329,17 @@ class SherlockTrainer(Trainer):
         return self.args.device
 
     def _check_loss(self, loss: torch.Tensor, inputs: dict[str, Any]) -> None:
-        """Before any backward: stop on a non-finite loss, or skip the batch (no backward)."""
+        """Before any backward: stop on a non-finite loss (policy stop), or mark the step's
+        update to be dropped before the optimizer step (policy skip)."""
         dataset: PreferenceDataset = self.train_dataset
         self._step_records += [dataset.examples[int(i)].id for i in inputs["index"]]
-        if not self.guard.check(
+        self.guard.check(
             is_finite(loss),
             what="loss",
             step=self.state.global_step + 1,
             records=self._records_of_step,
             device=self.args.device,
-        ):
-            raise SkippedBatch
-
-    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        """``Trainer.training_step``; a batch the guard skips contributes no backward and a zero
-        loss (the skipped step is reported in the stage's summary)."""
-        try:
-            return super().training_step(model, inputs, *args, **kwargs)
-        except SkippedBatch:
-            return torch.zeros((), device=self.args.device)
+        )
 
     # -- the loss -------------------------------------------------------------------------------
     def compute_loss(
@@ -383,8 +374,9 @@ class SherlockTrainer(Trainer):
         )
         if model.training:
             self._check_loss(loss, inputs)
-        for key, value in metrics.items():
-            self._metrics[key].append(float(value))
+        if not self.guard.dropping:  # a skipped step's metrics are not logged
+            for key, value in metrics.items():
+                self._metrics[key].append(float(value))
         return (loss, {"policy_logps": policy_logps}) if return_outputs else loss
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -443,3 +435,4 @@ class _GuardHooks(TrainerCallback):
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer._step_records = []
+        self.trainer.guard.begin_step()

@@ -10,9 +10,9 @@ so all of them act together and none is left waiting in a collective. The stage'
   the step, the records of the batch and the last complete checkpoint. Nothing after it is
   saved: the stage's model folder is written only when training ends, and the rerun resumes
   from that checkpoint (``sherlock.runtime.resumable_training``).
-- ``skip``: the batch's update is dropped (its gradient discarded; with a non-finite loss no
-  backward runs at all), the step is counted, and the stage's summary lists every skipped step
-  with its records.
+- ``skip``: the step's update is dropped: backward still runs (so every backend's forward and
+  backward stay paired), its gradient is discarded before the optimizer sees it, and the step is
+  counted; the stage's summary lists every skipped step with its records.
 
 Where the check runs depends on who steps the optimizer: ``Trainer`` steps it after
 ``on_pre_optimizer_step`` (``GradientCheck``); DeepSpeed steps inside accelerate's backward, so
@@ -41,10 +41,6 @@ POLICIES = ("stop", "skip")
 
 class NonFiniteStep(RuntimeError):
     """A step's loss or gradient was not finite (policy ``stop``)."""
-
-
-class SkippedBatch(Exception):
-    """Raised by the loss when the batch is skipped: the trainer then runs no backward."""
 
 
 def is_finite(value: torch.Tensor | float) -> bool:
@@ -97,6 +93,10 @@ class FiniteGuard:
         self.policy = policy
         self.output_dir = Path(output_dir)
         self.skipped: list[dict[str, Any]] = []
+        self.dropping = False  # the current step's update is to be dropped (policy skip)
+
+    def begin_step(self) -> None:
+        self.dropping = False
 
     def check(
         self,
@@ -123,10 +123,12 @@ class FiniteGuard:
                 f"{resume_point(self.output_dir)}. Set nonfinite_steps: skip to drop such "
                 "batches instead."
             )
-        self.skipped.append({"step": step, "what": what, "records": names})
-        log.warning(
-            "%s: step %d skipped (non-finite %s); records: %s", self.stage, step, what, listed
-        )
+        if not self.dropping:  # a step is listed once, for what failed first
+            self.skipped.append({"step": step, "what": what, "records": names})
+            log.warning(
+                "%s: step %d skipped (non-finite %s); records: %s", self.stage, step, what, listed
+            )
+        self.dropping = True
         return False
 
     def summary(self) -> dict[str, Any]:
@@ -156,7 +158,9 @@ class GradientCheck(TrainerCallback):
         if optimizer is None or _steps_inside_backward(optimizer):
             return
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        if not self.guard.check(
+        # Every process has the same ``dropping`` (set from a collective), so all of them take
+        # part in the check below, or none.
+        if self.guard.dropping or not self.guard.check(
             gradients_finite(parameters),
             what="gradient",
             step=state.global_step + 1,
@@ -206,13 +210,19 @@ def guarded_deepspeed_engine(
             self.engine.backward(loss, **kwargs)
             if not sync_gradients:
                 return
-            finite = deepspeed_gradients_finite(self.engine)
-            if guard.check(
-                finite, what="gradient", step=step(), records=records, device=device()
+            if not guard.dropping and guard.check(
+                deepspeed_gradients_finite(self.engine),
+                what="gradient",
+                step=step(),
+                records=records,
+                device=device(),
             ):
                 self.engine.step()
             else:
-                # DeepSpeed's own skip of an overflowing step: drop the gradient, no update.
+                # As DeepSpeed skips an overflowing fp16 step: release the parameters ZeRO-3
+                # still holds gathered (its step would), drop the gradient, no update.
+                self.engine.empty_partition_cache()
+                self.engine.optimizer.zero_grad(set_to_none=True)  # ZeRO's: no accumulation
                 self.engine.zero_grad()
 
     return GuardedDeepSpeedEngine(wrapped.engine)

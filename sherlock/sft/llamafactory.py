@@ -1,14 +1,15 @@
 """LLaMA-Factory run configuration: the YAML and ``dataset_info.json`` a user can read and rerun.
 
-Stage I is plain LLaMA-Factory full SFT (docs/method.md §3); we only render its inputs and launch
-``llamafactory-cli train`` as installed.
+Stage I is plain LLaMA-Factory full SFT (docs/method.md §3); we render its inputs and launch it as
+``llamafactory-cli train`` does, through ``sherlock.sft.launch``, which hands LLaMA-Factory our
+guard against non-finite steps as a callback (its only way in).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +108,8 @@ def run_training(
     nodes: int = 1,
     tracking: Tracking | None = None,
 ) -> None:
-    """Train with ``llamafactory-cli`` in the scratch folder, then move the model into place.
+    """Train with LLaMA-Factory (``sherlock.sft.launch``) in the scratch folder, then move the
+    model into place.
 
     The checkpoint target is complete or absent. With ``resume``, a rerun of the same run after
     an interruption continues from its last complete intermediate checkpoint. With ``nodes`` > 1
@@ -120,11 +122,8 @@ def run_training(
     final_dir = Path(final_dir)
     if scratch.resolve() == final_dir.resolve():
         raise ValueError("output_dir must be a scratch folder distinct from the final checkpoint")
-    cli = shutil.which("llamafactory-cli", path=str(Path(sys.executable).parent)) or shutil.which(
-        "llamafactory-cli"
-    )
-    if cli is None:
-        raise RuntimeError("llamafactory-cli is not installed in this environment")
+    if importlib.util.find_spec("llamafactory") is None:
+        raise RuntimeError("LLaMA-Factory is not installed in this environment")
     require_safetensors(config["model_name_or_path"])
     fingerprint = run_fingerprint(config, dataset_files(config), config["model_name_or_path"])
     checkpoint = prepare_scratch(scratch, fingerprint, resume)
@@ -135,8 +134,11 @@ def run_training(
         # loads Qwen2-VL checkpoints without it in transformers 5.6 and restores no weight.
         resumed = {"model_name_or_path": str(checkpoint), "resume_from_checkpoint": str(checkpoint)}
         atomic.write_yaml(run_file, {**config, **resumed})
-    command = [cli, "train", str(run_file)]
+    command = [sys.executable, "-m", "sherlock.sft.launch", "train", str(run_file)]
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1"}
+    # The launcher is our module: its processes import this checkout's package.
+    checkout = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [checkout, env.get("PYTHONPATH")]))
     if tracking is not None:
         tracking.start(checkpoint_step(checkpoint) if checkpoint is not None else None)
         command.append(f"report_to={tracking.report_to}")  # LLaMA-Factory's key=value override
