@@ -300,8 +300,9 @@ def training_launch(hparams, **paths):
 
     def launch(output):
         settings = launch_settings(hparams, **paths)
-        if settings.get("deepspeed"):
-            settings["deepspeed"] = workflow_file(settings["deepspeed"], workflow.basedir)
+        for key in ("deepspeed", "fsdp_config"):  # read from the workflow folder when relative
+            if settings.get(key):
+                settings[key] = workflow_file(settings[key], workflow.basedir)
         settings.update(checkpoint_keys(config["checkpointing"]))
         settings["output_dir"] = f"{output.model}.partial"
         options = "--resume" if config["checkpointing"]["resume"] else "--no-resume"

@@ -99,6 +99,27 @@ def cross_field_problems(config: dict) -> list[str]:
         )
     if tiny["hidden_size"] % tiny["num_heads"]:
         problems.append("tiny_model.hidden_size: must be a multiple of tiny_model.num_heads")
+    problems += sharding_problems(config)
+    return problems
+
+
+def sharding_problems(config: dict) -> list[str]:
+    """One sharded backend per training (DeepSpeed or FSDP), as each stage's sections merge."""
+    problems = []
+    for stage, runs in (("sft", ("r0", "sherlock_sft")), ("preference", ("offline", "online"))):
+        for run in runs:
+            settings = merged(config[stage]["common"], config[stage][run] or {})
+            if settings.get("deepspeed") and settings.get("fsdp"):
+                problems.append(f"{stage}.{run}: deepspeed and fsdp both set; choose one backend")
+            if settings.get("fsdp_config") and not settings.get("fsdp"):
+                problems.append(f"{stage}.{run}.fsdp_config: set without fsdp")
+            if stage == "sft" and settings.get("deepspeed") and (
+                settings.get("nonfinite_steps") == "skip"
+            ):
+                problems.append(
+                    f"sft.{run}.nonfinite_steps: skip is not possible under DeepSpeed in "
+                    "LLaMA-Factory, whose trainer steps inside backward; use stop"
+                )
     return problems
 
 

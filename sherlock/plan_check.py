@@ -142,14 +142,13 @@ def missing_inputs(
         missing += _model("online.judge.model", judge["model"], ("chosen",), environ, cache_dir)
     for stage, trainings in (("sft", SFT_TRAININGS), ("preference", PREFERENCE_TRAININGS)):
         for section, values in config[stage].items():
-            if values and values.get("deepspeed"):
-                path = workflow_file(values["deepspeed"], workflow_dir)
-                missing += _file(
-                    f"{stage}.{section}.deepspeed",
-                    path,
-                    "give a DeepSpeed JSON file (config/deepspeed/ has two)",
-                    trainings[section],
-                )
+            for key, fix in (
+                ("deepspeed", "give a DeepSpeed JSON file (config/deepspeed/ has two)"),
+                ("fsdp_config", "give an FSDP JSON file (config/fsdp/fsdp2.json)"),
+            ):
+                if values and values.get(key):
+                    path = workflow_file(values[key], workflow_dir)
+                    missing += _file(f"{stage}.{section}.{key}", path, fix, trainings[section])
     missing += _deepspeed_package(config, conda)
     source = config["source"]
     if source["format"] != "synthetic":

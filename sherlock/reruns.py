@@ -5,8 +5,8 @@ text changes. The rules (rules/common.smk, "Reruns follow results") keep everyth
 of those, so changing it rebuilds nothing:
 
 - the training keys of ``EXECUTION_KEYS`` (per-device batch and accumulation at an equal global
-  batch, DeepSpeed, workers, logging, checkpointing): they reach a training at launch
-  (``launch_settings``), never its run file;
+  batch, DeepSpeed or FSDP, the policy for non-finite steps, workers, logging, checkpointing):
+  they reach a training at launch (``launch_settings``), never its run file;
 - a user's model folder is compared by ``identity`` (its files' names, sizes and times), not
   by its path, so moving it reruns nothing.
 """
@@ -28,6 +28,11 @@ EXECUTION_KEYS = frozenset(
         "gradient_accumulation_steps",
         "per_device_eval_batch_size",
         "deepspeed",
+        "fsdp",
+        "fsdp_config",
+        # a step that is not finite stops the run or is skipped: a finished model either way
+        # was trained on the same steps unless one was skipped, which its summary lists
+        "nonfinite_steps",
         "dataloader_num_workers",
         "preprocessing_num_workers",
         "logging_steps",

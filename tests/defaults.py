@@ -52,6 +52,7 @@ def objective_keys() -> dict[str, Any]:
     """What every run file of the preference rules carries besides paths and schedule: the
     objective's keys as the config names them, what it freezes, and the perturbation section."""
     keys = ("pref_beta", "pref_beta_refine", "dpo_coef", "sc_coef", "pref_ftx", "bf16")
+    keys += ("nonfinite_steps",)
     keys += FREEZE_KEYS
     return {
         **{key: PREFERENCE[key] for key in keys},
@@ -75,6 +76,7 @@ def training_args(output_dir: str | Path, **overrides: Any):
         "save_strategy": "no",
         "report_to": "none",
         "use_cpu": True,
+        "nonfinite_steps": "stop",
         **{key: False for key in FREEZE_KEYS},
     }
     return SherlockConfig(**{**settings, **overrides})

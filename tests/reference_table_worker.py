@@ -53,6 +53,7 @@ def main() -> None:
         freeze_vision_tower=False,
         freeze_multi_modal_projector=False,
         freeze_language_model=False,
+        nonfinite_steps="stop",
         precompute_ref_log_probs=True,
         per_device_eval_batch_size=2,
         save_strategy="no",

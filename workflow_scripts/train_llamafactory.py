@@ -52,10 +52,18 @@ def main() -> None:
         loss = mean_training_loss(json.load(handle).get("log_history", []))
     with open(args.yaml, encoding="utf-8") as handle:
         method = "LoRA" if yaml.safe_load(handle).get("finetuning_type") == "lora" else "full"
+    # Steps the guard skipped (nonfinite_steps: skip), listed by sherlock.sft.launch.
+    skipped_file = os.path.join(args.model_dir, "sherlock_nonfinite_steps.json")
+    skipped = []
+    if os.path.isfile(skipped_file):
+        with open(skipped_file, encoding="utf-8") as handle:
+            skipped = json.load(handle)["skipped_steps"]
     stage_summary(
         f"train {os.path.basename(os.path.normpath(args.model_dir))}",
         f"LLaMA-Factory SFT ({method}), {results.get('epoch', '?')} epochs, mean training loss "
-        f"{loss:.4f} -> {args.model_dir}",
+        f"{loss:.4f}"
+        + (f", {len(skipped)} non-finite steps skipped" if skipped else "")
+        + f" -> {args.model_dir}",
     )
 
 

@@ -17,6 +17,7 @@ import os
 import sys
 
 from sherlock.preference.run import distributed_relaunch, prepare_run, train_from_file
+from sherlock.runtime.finite_guard import NonFiniteStep
 from sherlock.runtime.multinode import across_nodes
 from sherlock.runtime.process_group import close_process_group
 from sherlock.runtime.resumable_training import checkpoint_step
@@ -59,11 +60,21 @@ def main() -> None:
         relaunch = distributed_relaunch(argv[1:], os.environ, force=args.force_torchrun)
         if relaunch is not None:
             os.execvp(relaunch[0], relaunch)
-    summary = train_from_file(args.run_file, args.model_dir, resume_from, tracking, launch)
+    try:
+        summary = train_from_file(args.run_file, args.model_dir, resume_from, tracking, launch)
+    except NonFiniteStep as error:
+        # Every process stops at the same step; one clean message, no traceback per rank.
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        close_process_group()
+        sys.exit(1)
+    skipped = summary["nonfinite_steps"]["skipped_steps"]
     stage_summary(
         f"train {os.path.basename(os.path.normpath(args.model_dir))}",
         f"{summary['records']} preference records, mean training loss "
-        f"{summary['train_loss']:.4f} -> {args.model_dir}",
+        f"{summary['train_loss']:.4f}"
+        + (f", {len(skipped)} non-finite steps skipped" if skipped else "")
+        + f" -> {args.model_dir}",
     )
     close_process_group()
 

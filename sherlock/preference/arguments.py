@@ -31,6 +31,7 @@ _REQUIRED = (
     "freeze_vision_tower",
     "freeze_multi_modal_projector",
     "freeze_language_model",
+    "nonfinite_steps",
 )
 
 
@@ -73,6 +74,14 @@ class SherlockConfig(DPOConfig):
         metadata={
             "help": "run each record's image through the vision tower once per forward pass, "
             "for all its sequences (Qwen2-VL, Qwen2.5-VL, Mllama; others run it per sequence)"
+        },
+    )
+    nonfinite_steps: str | None = field(
+        default=None,
+        metadata={
+            "help": "a step whose loss or gradient is not finite: stop the run (naming the step, "
+            "its records and the last good checkpoint) or skip the batch "
+            "(sherlock.runtime.finite_guard)"
         },
     )
     remove_unused_columns: bool = False

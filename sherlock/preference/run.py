@@ -26,6 +26,12 @@ from sherlock.preference import lora
 from sherlock.preference.arguments import SherlockConfig, argument_names
 from sherlock.preference.coefficients import Coefficients
 from sherlock.preference.records import load_preferences
+from sherlock.preference.sharding import (
+    check_one_backend,
+    deepspeed_config,
+    loading_whole_model,
+    runs_on_gloo,
+)
 from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
 from sherlock.runtime import atomic
 from sherlock.runtime.resumable_training import (
@@ -111,6 +117,11 @@ def split_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], SherlockCo
         raise ValueError(
             f"recipe {recipe!r} differs from perturbation.recipe "
             f"{ours['perturbation'].get('recipe')!r}: drop the top-level recipe key"
+        )
+    check_one_backend(config)
+    if config.get("deepspeed"):
+        config["deepspeed"] = deepspeed_config(
+            config["deepspeed"], runs_on_gloo(bool(config.get("use_cpu")))
         )
     try:
         args = SherlockConfig(**argument_names(config))
@@ -215,9 +226,10 @@ def _train(
     lora_settings = args.lora
     full_resume = resume_from is not None and lora_settings is None
     policy_path = str(resume_from) if full_resume else model_path
-    model = AutoModelForImageTextToText.from_pretrained(
-        policy_path, dtype=dtype, **model_load_kwargs(policy_path, remote_code)
-    )
+    with loading_whole_model(args):  # ZeRO-3 on the CPU: not under zero.Init (.sharding)
+        model = AutoModelForImageTextToText.from_pretrained(
+            policy_path, dtype=dtype, **model_load_kwargs(policy_path, remote_code)
+        )
     if lora_settings is not None and resume_from is not None:
         model = lora.load_adapter(model, str(resume_from))
     elif lora_settings is not None:
@@ -256,6 +268,7 @@ def _train(
         data_collator=PreferenceCollator(pad_id),
         processing_class=processor,
         reference_model=reference,
+        stage=Path(model_dir).name,
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(scratch))
@@ -266,6 +279,7 @@ def _train(
         "finetuning_type": args.finetuning_type,
         "trainable_parameters": lora.trainable_count(model),
         "train_loss": mean_training_loss(trainer.state.log_history),  # resumes included
+        "nonfinite_steps": trainer.guard.summary(),
         "log_history": trainer.state.log_history,
         "run_file": str(run_file),
     }

@@ -9,7 +9,8 @@ The mathematics lives in ``sherlock.preference.losses``.
 The parts of the model the freeze keys name are not trained (``sherlock.preference.freezing``);
 before anything runs, every record is checked against ``cutoff_len``. A LoRA policy
 (``sherlock.preference.lora``) trains its adapter only, and its reference is the same weights
-with the adapter off.
+with the adapter off. No step is applied with a loss or gradient that is not finite
+(``sherlock.runtime.finite_guard``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from sherlock.preference.lengths import LongestContext, longest_context, overflo
 from sherlock.preference.lora import peft_model, reference_weights
 from sherlock.preference.losses import SEQUENCE_NAMES, chosen_nll, sherlock_loss
 from sherlock.preference.records import PreferenceDataError, PreferenceExample
+from sherlock.preference.sharding import zero3_full_state_dict, zero3_on_gloo
 from sherlock.runtime.atomic import atomic_output
+from sherlock.runtime.finite_guard import (
+    FiniteGuard,
+    GradientCheck,
+    guarded_deepspeed_engine,
+    is_finite,
+)
 from sherlock.runtime.resumable_training import REFERENCE_TABLE
 
 N_SEQ = len(SEQUENCE_NAMES)
@@ -182,7 +190,9 @@ def batch_log_probs(
 class SherlockTrainer(Trainer):
     """transformers.Trainer with the Sherlock objective as its loss."""
 
-    def __init__(self, *args: Any, reference_model: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, reference_model: Any = None, stage: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         # Our loss is already a per-batch mean: let Trainer scale it for gradient accumulation
         # (it skips that for models whose forward takes loss kwargs, assuming a token sum).
@@ -213,6 +223,12 @@ class SherlockTrainer(Trainer):
             reference_model.eval().requires_grad_(False)
             reference_model.to(self.args.device)
         self.add_callback(_BeforeTraining(self))
+        # The stage's name in the guard's messages: its model folder (output_dir is its scratch).
+        stage = stage or Path(self.args.output_dir).name.removesuffix(".partial")
+        self.guard = FiniteGuard(stage, self.args.nonfinite_steps, self.args.output_dir)
+        self._step_records: list[str] = []  # ids of the records of the step's micro-batches
+        self.add_callback(GradientCheck(self.guard, self._records_of_step, self._device))
+        self.add_callback(_GuardHooks(self))
 
     # -- work shared by the processes ------------------------------------------------------------
     def _gather(self, values: torch.Tensor) -> torch.Tensor:
@@ -311,6 +327,26 @@ class SherlockTrainer(Trainer):
         with reference_weights(inner):
             return batch_log_probs(inner, inputs, share)[0]
 
+    # -- the guard against non-finite steps (sherlock.runtime.finite_guard) ---------------------
+    def _records_of_step(self) -> list[str]:
+        return list(self._step_records)
+
+    def _device(self) -> torch.device:
+        return self.args.device
+
+    def _check_loss(self, loss: torch.Tensor, inputs: dict[str, Any]) -> None:
+        """Before any backward: stop on a non-finite loss (policy stop), or mark the step's
+        update to be dropped before the optimizer step (policy skip)."""
+        dataset: PreferenceDataset = self.train_dataset
+        self._step_records += [dataset.examples[int(i)].id for i in inputs["index"]]
+        self.guard.check(
+            is_finite(loss),
+            what="loss",
+            step=self.state.global_step + 1,
+            records=self._records_of_step,
+            device=self.args.device,
+        )
+
     # -- the loss -------------------------------------------------------------------------------
     def compute_loss(
         self,
@@ -342,9 +378,21 @@ class SherlockTrainer(Trainer):
             sft_coef=self.args.nll_coef,
             policy_mean_nll=nll,
         )
-        for key, value in metrics.items():
-            self._metrics[key].append(float(value))
+        if model.training:
+            self._check_loss(loss, inputs)
+        if not self.guard.dropping:  # a skipped step's metrics are not logged
+            for key, value in metrics.items():
+                self._metrics[key].append(float(value))
         return (loss, {"policy_logps": policy_logps}) if return_outputs else loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model``; under ZeRO-3 on the CPU the weights are gathered one parameter
+        at a time (DeepSpeed 0.18.2's gather of several races on gloo: .sharding)."""
+        if not (self.is_deepspeed_enabled and zero3_on_gloo(self.args)):
+            return super().save_model(output_dir, _internal_call)
+        state = zero3_full_state_dict(self.model, self.args.should_save)
+        if self.args.should_save:
+            self._save(output_dir or self.args.output_dir, state_dict=state)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Add the Sherlock metrics, averaged since the last log, to each training log line."""
@@ -370,3 +418,27 @@ class _BeforeTraining(TrainerCallback):
                 # A resumed attempt needs the table of the untrained policy (preference.run).
                 with atomic_output(Path(args.output_dir) / REFERENCE_TABLE) as path:
                     save_file({"reference_logps": table.contiguous()}, str(path))
+
+
+class _GuardHooks(TrainerCallback):
+    """The guard's bookkeeping: each step's records start empty; under DeepSpeed, whose step runs
+    inside accelerate's backward, the gradient check goes between DeepSpeed's backward and step."""
+
+    def __init__(self, trainer: SherlockTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trainer = self.trainer
+        if trainer.is_deepspeed_enabled:
+            accelerator = trainer.accelerator
+            accelerator.deepspeed_engine_wrapped = guarded_deepspeed_engine(
+                accelerator.deepspeed_engine_wrapped,
+                trainer.guard,
+                step=lambda: trainer.state.global_step + 1,
+                records=trainer._records_of_step,
+                device=trainer._device,
+            )
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._step_records = []
+        self.trainer.guard.begin_step()

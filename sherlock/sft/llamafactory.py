@@ -1,15 +1,17 @@
 """LLaMA-Factory run configuration: the YAML and ``dataset_info.json`` a user can read and rerun.
 
 Stage I is plain LLaMA-Factory SFT (docs/method.md §3), full or LoRA (``finetuning_type``); we
-only render its inputs and launch ``llamafactory-cli train`` as installed. A LoRA run leaves an
-adapter; ``sherlock.sft.merge`` writes the merged model.
+render its inputs and launch it as ``llamafactory-cli train`` does, through
+``sherlock.sft.launch``, which hands LLaMA-Factory our guard against non-finite steps as a
+callback (its only way in). A LoRA run leaves an adapter; ``sherlock.sft.merge`` writes the
+merged model.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +127,8 @@ def run_training(
     launch: dict[str, Any] | None = None,
     force_torchrun: bool = False,
 ) -> None:
-    """Train with ``llamafactory-cli`` in the scratch folder, then move the model into place.
+    """Train with LLaMA-Factory (``sherlock.sft.launch``) in the scratch folder, then move the
+    model into place.
 
     The checkpoint target is complete or absent. With ``resume``, a rerun of the same run after
     an interruption continues from its last complete intermediate checkpoint. With ``nodes`` > 1
@@ -143,11 +146,8 @@ def run_training(
     final_dir = Path(final_dir)
     if scratch.resolve() == final_dir.resolve():
         raise ValueError("output_dir must be a scratch folder distinct from the final checkpoint")
-    cli = shutil.which("llamafactory-cli", path=str(Path(sys.executable).parent)) or shutil.which(
-        "llamafactory-cli"
-    )
-    if cli is None:
-        raise RuntimeError("llamafactory-cli is not installed in this environment")
+    if importlib.util.find_spec("llamafactory") is None:
+        raise RuntimeError("LLaMA-Factory is not installed in this environment")
     require_safetensors(config["model_name_or_path"])
     fingerprint = run_fingerprint(config, dataset_files(config), config["model_name_or_path"])
     checkpoint = prepare_scratch(scratch, fingerprint, resume)
@@ -162,8 +162,11 @@ def run_training(
         weights = "adapter_name_or_path" if lora else "model_name_or_path"
         resumed = {weights: str(checkpoint), "resume_from_checkpoint": str(checkpoint)}
         atomic.write_yaml(run_file, {**config, **resumed})
-    command = [cli, "train", str(run_file)]
+    command = [sys.executable, "-m", "sherlock.sft.launch", "train", str(run_file)]
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1"}
+    # The launcher is our module: its processes import this checkout's package.
+    checkout = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [checkout, env.get("PYTHONPATH")]))
     if tracking is not None:
         tracking.start(checkpoint_step(checkpoint) if checkpoint is not None else None)
         command.append(f"report_to={tracking.report_to}")  # LLaMA-Factory's key=value override
