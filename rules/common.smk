@@ -58,7 +58,7 @@ from sherlock.downloads import LLAVA_COT_HUB
 from sherlock.evaluation.benchmark_config import judge_problems, resolved_benchmarks
 from sherlock.gpucheck.price import print_dry_run_estimate
 from sherlock.node import apply_layout, describe, resolve_batch
-from sherlock.plan_check import missing_inputs, plan_warning, stop_message
+from sherlock.plan_check import missing_inputs, plan_warning, show_once, stop_message
 from sherlock.reruns import compared_training, identity, launch_settings, split_training
 from sherlock.runtime.resumable_training import checkpoint_keys
 
@@ -843,9 +843,9 @@ if workflow.is_main_process:
     ):  # fmt: skip
         batches[name] = (keys, recipe)
     if LAYOUT.gpus or any(recipe is not None for _, recipe in batches.values()):
-        print(describe(LAYOUT, batches), file=sys.stderr)
+        show_once(describe(LAYOUT, batches))
     if MISSING:
-        print(plan_warning(MISSING), file=sys.stderr)
+        show_once(plan_warning(MISSING))
     # A local run schedules at most node.gpus GPUs' worth of jobs at once, unless --resources
     # gpu=N says otherwise; a cluster run (SLURM) is never capped here.
     if workflow.local_exec and LAYOUT.gpus and "gpu" not in workflow.global_resources:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,6 +304,17 @@ def _grouped(missing: list[Missing]) -> str:
         "".join(f"  - {problem}\n" for problem in problems) + f"      get it: {fix}"
         for fix, problems in fixes.items()
     )
+
+
+_SHOWN: set[str] = set()
+
+
+def show_once(text: str) -> None:
+    """Print ``text`` to stderr unless this process printed it already: an ablation loads the
+    workflow once per run, and runs that agree would say the same thing again."""
+    if text not in _SHOWN:
+        _SHOWN.add(text)
+        print(text, file=sys.stderr)
 
 
 def plan_warning(missing: list[Missing]) -> str:
