@@ -208,11 +208,13 @@ def test_the_killed_training_resumes_from_its_checkpoint_to_the_same_model(fault
     steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert steps == sorted(set(steps)) and state["global_step"] == 160
 
-    # the same training, uninterrupted, gives the same weights
+    # the same training, uninterrupted, gives the same weights: the run file as it ran (kept
+    # beside the model: the rule's run file with its launch settings), its own scratch folder
     whole = faulted_build["workdir"] / "sft_uninterrupted"
     subprocess.run(
         [sys.executable, str(ROOT / "workflow_scripts" / "train_llamafactory.py")]
-        + ["--yaml", str(results / "llamafactory" / "sft" / "train.yaml")]
+        + ["--yaml", str(model / "sherlock_launched_run.yaml")]
+        + ["--launch", json.dumps({"output_dir": f"{whole}.partial"})]
         + ["--model-dir", str(whole), "--no-resume"],
         check=True,
         capture_output=True,

@@ -225,7 +225,7 @@ def sherlock_trainer(
     output_dir: Path,
 ) -> Any:
     """Our SherlockTrainer over ``examples``, with the preference stage's hyper-parameters."""
-    from sherlock.data.prompts import load_prompt
+    from sherlock.data.prompts import load_prompt, refine_choice
     from sherlock.preference.arguments import SherlockConfig
     from sherlock.preference.coefficients import Coefficients
     from sherlock.preference.trainer import PreferenceCollator, PreferenceDataset, SherlockTrainer
@@ -254,6 +254,7 @@ def sherlock_trainer(
         disable_tqdm=True,
         use_cpu=model.device.type == "cpu",
         dataloader_num_workers=0,
+        nonfinite_steps=hp.get("nonfinite_steps") or "stop",
     )
     coefficients = Coefficients.from_perturbation(
         config["perturbation"], args.beta, args.beta_refine
@@ -261,7 +262,7 @@ def sherlock_trainer(
     dataset = PreferenceDataset(
         examples,
         processor,
-        load_prompt("refine", config["prompts"].get("refine")),
+        load_prompt("refine", refine_choice(config["prompts"].get("refine"), "preference")),
         coefficients,
         settings.cutoff,
         settings.pixels,

@@ -15,6 +15,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from sherlock.data.prompts import REFINE_WORDINGS, refine_choice
 from sherlock.gpucheck.architectures import ModelShape
 from sherlock.gpucheck.flops import Training, image_text_tokens
 
@@ -79,7 +80,10 @@ def source_tokens(config: dict[str, Any], tokens: Tokens = Tokens()) -> tuple[To
 
 
 def prompt_tokens(name: str, override: str | None = None) -> int:
-    """Tokens of a prompt file's own text (characters / 4)."""
+    """Tokens of a prompt file's own text (characters / 4); ``override``: a file, or for
+    ``refine`` the name of a shipped wording."""
+    if name == "refine" and override in REFINE_WORDINGS:
+        override = str(PROMPTS / REFINE_WORDINGS[override])
     path = Path(override) if override else PROMPTS / f"{name}.txt"
     try:
         return len(path.read_text(encoding="utf-8")) // CHARS_PER_TOKEN
@@ -220,7 +224,8 @@ def stages(
     """Every stage that runs a model, in pipeline order, with its work."""
     _, max_pixels = image_pixels(config)
     image = image_text_tokens(shape, max_pixels)
-    refine = tokens.refine or prompt_tokens("refine", config["prompts"].get("refine"))
+    wording = refine_choice(config["prompts"].get("refine"), "preference")
+    refine = tokens.refine or prompt_tokens("refine", wording)
     q, a = tokens.question, tokens.answer
     prompt = tokens.template + image + q  # a question's prompt, image included
     refine_prompt = prompt + refine + a  # REFINE(x, y): the instruction and a previous answer
