@@ -69,10 +69,12 @@ def load_config(configfiles: list[str]) -> tuple[dict[str, Any], str]:
         config = overlay(config, preset)
     try:
         from sherlock.config import ConfigError, validate_config
+        from sherlock.node import apply_layout
     except ImportError as error:
         return config, f"not validated ({error.name} is not installed)"
     try:
         validate_config(config, SCHEMA)
+        apply_layout(config)  # node.gpus → GPU tags and shards, as the workflow resolves them
     except ConfigError as error:
         raise SystemExit(str(error)) from None
     return config, "valid against config/schema.yaml"

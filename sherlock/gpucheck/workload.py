@@ -9,6 +9,7 @@ family's rule at the run's largest image, ``sft.common.image_max_pixels``). Pure
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -18,6 +19,7 @@ from typing import Any
 from sherlock.data.prompts import REFINE_WORDINGS, refine_choice
 from sherlock.gpucheck.architectures import ModelShape
 from sherlock.gpucheck.flops import Training, image_text_tokens
+from sherlock.node import apply_layout, resolve_batch
 
 PROMPTS = Path(__file__).parents[1] / "data" / "prompts"
 LLAMAFACTORY_MAX_PIXELS = 768 * 768  # LLaMA-Factory's default image_max_pixels
@@ -185,8 +187,10 @@ class Stage:
     note: str = ""
 
 
-def _merged(config: dict, section: str, run: str) -> dict:
-    return {**config[section]["common"], **config[section][run]}
+def _merged(config: dict, section: str, run: str, processes: int = 1) -> dict:
+    """A run's keys, its global batch resolved for ``processes`` as the workflow resolves it."""
+    keys = {**config[section]["common"], **(config[section][run] or {})}
+    return resolve_batch(keys, processes, f"{section}.{run}")
 
 
 def _count_items(path: Path, max_bytes: int | None) -> int | None:
@@ -222,6 +226,8 @@ def stages(
     count_files_up_to: int | None = 20_000_000,
 ) -> list[Stage]:
     """Every stage that runs a model, in pipeline order, with its work."""
+    config = copy.deepcopy(config)
+    node = apply_layout(config)  # node.gpus → GPU tags and shards, as the workflow resolves them
     _, max_pixels = image_pixels(config)
     image = image_text_tokens(shape, max_pixels)
     wording = refine_choice(config["prompts"].get("refine"), "preference")
@@ -240,7 +246,7 @@ def stages(
     out: list[Stage] = []
 
     def sft(name: str, run: str, items: int, sequences: list[Sequence], item: str) -> None:
-        hp = _merged(config, "sft", run)
+        hp = _merged(config, "sft", run, node.processes)
         out.append(
             Stage(
                 name,
@@ -257,7 +263,7 @@ def stages(
         )
 
     def sherlock(name: str, run: str, items: int, distinct_refine: int, item: str) -> None:
-        hp = _merged(config, "preference", run)
+        hp = _merged(config, "preference", run, node.processes)
         cutoff = hp.get("cutoff_len") or 10**9
         direct = Sequence(min(prompt + a, cutoff), a, 2)
         refined = Sequence(min(refine_prompt + a, cutoff), a - prefix, distinct_refine)
