@@ -555,6 +555,13 @@ sft: {common: {per_device_train_batch_size: 4, gradient_accumulation_steps: 2, l
 preference: {common: {per_device_train_batch_size: 2, gradient_accumulation_steps: 2,
                       dataloader_num_workers: 1, logging_steps: 5, per_device_eval_batch_size: 3}}
 """,
+    # sharding and the policy for a non-finite step: how a training runs, not what it learns
+    "sharding": """
+sft: {common: {fsdp: full_shard auto_wrap, fsdp_config: config/fsdp/fsdp2.json,
+               nonfinite_steps: skip}}
+preference: {common: {fsdp: full_shard auto_wrap, fsdp_config: config/fsdp/fsdp2.json,
+                      nonfinite_steps: skip}}
+""",
 }
 
 
