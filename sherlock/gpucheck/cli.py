@@ -23,7 +23,6 @@ checked against config/schema.yaml when jsonschema is installed.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from sherlock.ablations.runs import overlay  # a preset laid over the config, as Snakemake lays it
 from sherlock.gpucheck.architectures import base_model_config, shape_of
 from sherlock.gpucheck.hardware import DEFAULT, accelerator
 from sherlock.gpucheck.price import Rates, header, judge_shape_of, price, table, total_hours
@@ -42,18 +42,6 @@ from sherlock.gpucheck.workload import Tokens, image_pixels, source_tokens, stag
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 SCHEMA = ROOT / "config" / "schema.yaml"
-
-
-def overlay(base: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any]:
-    """``preset`` laid over ``base``: nested sections merged key by key, other values replaced
-    (what Snakemake does with each ``--configfile``)."""
-    out = copy.deepcopy(base)
-    for key, value in preset.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = overlay(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def load_config(configfiles: list[str]) -> tuple[dict[str, Any], str]:
